@@ -1,0 +1,28 @@
+"""Every exception bp-stream raises on purpose derives from :class:`BpError`.
+
+BpError
+├── ConfigError          a setting or flag is invalid
+├── EndpointError        Kafka or Elasticsearch cannot be reached
+├── ModelError           the model artifact is missing, corrupt or does not match this code
+└── SinkError            a sink could not durably write a batch (the batch is retried, never committed)
+"""
+
+
+class BpError(Exception):
+    """Root of bp-stream's own errors; CLIs turn it into one readable line and a non-zero exit."""
+
+
+class ConfigError(BpError):
+    """A setting, flag or environment variable has an invalid value."""
+
+
+class EndpointError(BpError):
+    """Kafka or Elasticsearch is unreachable or refused the connection."""
+
+
+class ModelError(BpError):
+    """The model artifact is missing, corrupt, or was trained for different features or libraries."""
+
+
+class SinkError(BpError):
+    """A sink failed to write a batch durably; offsets must not be committed."""

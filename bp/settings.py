@@ -1,0 +1,97 @@
+"""Settings: one frozen object, built once from ``BP_*`` environment variables and CLI flags (flags win).
+
+Every field maps to an environment variable named ``BP_`` + the field name in upper case, e.g.
+``kafka_bootstrap`` ↔ ``BP_KAFKA_BOOTSTRAP``. CLIs pass only the flags the user actually gave as overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bp.errors import ConfigError
+
+DEFAULT_TOPIC = "blood-pressure"
+DEFAULT_DLQ_TOPIC = "blood-pressure.dlq"
+DEFAULT_GROUP = "bp-analyzer"
+DEFAULT_INDEX = "bp-anomalies"
+DEFAULT_STATS_INDEX = "bp-stats"
+DEFAULT_MODEL_PATH = Path("ml/artifacts/bp_logreg.joblib")
+
+
+class Settings(BaseSettings):
+    """Every knob of bp-stream. Immutable once built."""
+
+    model_config = SettingsConfigDict(env_prefix="BP_", frozen=True, extra="forbid", case_sensitive=False)
+
+    # Kafka
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    topic: str = Field(DEFAULT_TOPIC, description="topic of FHIR blood-pressure Observations")
+    dlq_topic: str = Field(DEFAULT_DLQ_TOPIC, description="dead-letter topic for rejected messages")
+    partitions: int = Field(6, ge=1, le=1000, description="partitions when the producer creates the topic")
+    group: str = Field(DEFAULT_GROUP, description="consumer group id")
+    consumer_instance_id: str | None = Field(None, description="static group membership id (group_instance_id)")
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000, description="consumer session timeout")
+    max_poll_interval_ms: int = Field(300_000, ge=10_000, description="max time between polls before eviction")
+    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$", description="where a new group starts")
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="give up reaching Kafka/ES at start after this")
+    compression: str | None = Field("lz4", description="producer compression: lz4, gzip, zstd, or none")
+
+    # Elasticsearch
+    es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
+    es_username: str | None = Field(None, description="Elasticsearch basic-auth user")
+    es_password: str | None = Field(None, description="Elasticsearch basic-auth password")
+    es_api_key: str | None = Field(None, description="Elasticsearch API key (instead of user/password)")
+    es_ca_cert: Path | None = Field(None, description="CA certificate to verify Elasticsearch's TLS certificate")
+    index: str = Field(DEFAULT_INDEX, description="Elasticsearch index of anomalies")
+    stats_index: str = Field(DEFAULT_STATS_INDEX, description="Elasticsearch index of consumer statistics")
+
+    # Consumer
+    archive_dir: Path = Field(Path("data/normal"), description="directory of the normal-reading archive")
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="model artifact (python -m ml.train_model)")
+    rules_only: bool = Field(False, description="classify with the threshold rules only, no model")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="max messages per consumer batch")
+    max_patients: int = Field(100_000, ge=1, description="per-patient history kept for features (LRU cap)")
+    stats_interval_s: float = Field(5.0, gt=0, description="seconds between statistics documents")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")
+
+    @field_validator("compression")
+    @classmethod
+    def _compression(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in ("", "none"):
+            return None
+        if value.lower() not in ("lz4", "gzip", "zstd", "snappy"):
+            raise ValueError("must be one of lz4, gzip, zstd, snappy, none")
+        return value.lower()
+
+    @field_validator("kafka_bootstrap", "es_url", "topic", "dlq_topic", "group", "index", "stats_index")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The bootstrap list as kafka-python wants it."""
+        return [part.strip() for part in self.kafka_bootstrap.split(",") if part.strip()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment plus explicit overrides (None means "not given").
+
+    Raises ConfigError with one readable line naming the variable or flag at fault.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            origin = "flag" if field in given else f"BP_{field.upper()}"
+            problems.append(f"{field} ({origin}): {error['msg']}")
+        raise ConfigError("invalid setting: " + "; ".join(problems)) from None

@@ -1,0 +1,350 @@
+"""``python -m producer.producer``: simulate a patient cohort and publish FHIR blood-pressure Observations.
+
+Each reading becomes one FHIR R4 Observation (JSON), keyed by patient id (so a patient's readings stay in order
+on one partition), sent with acks=all by an idempotent producer. ``--dry-run`` writes the Observations as JSON
+Lines to stdout instead, without Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import IO, Any
+
+import orjson
+
+from bp.cohort import Cohort, SimReading
+from bp.errors import BpError, ConfigError, EndpointError
+from bp.fhir import CONTENT_TYPE, build_observation
+from bp.settings import Settings, load_settings
+
+log = logging.getLogger("bp.producer")
+
+PROGRESS_EVERY_S = 5.0
+DEFAULT_INTERVAL_S = 900.0  # per-patient measurement interval when publishing as fast as possible
+
+
+@dataclass
+class Stats:
+    """Counters of one producer run."""
+
+    sent: int = 0
+    acked: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def on_error(self, exc: BaseException) -> None:
+        self.failed += 1
+        name = type(exc).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+def encode(sim: SimReading) -> bytes:
+    """The Kafka value of a simulated reading: its FHIR Observation as compact JSON."""
+    return orjson.dumps(build_observation(sim.reading))
+
+
+def truth_headers(sim: SimReading) -> list[tuple[str, bytes]]:
+    """Ground truth as Kafka headers (only with --emit-truth); never inside the FHIR resource."""
+    truth = sim.truth
+    return [
+        ("bp-truth-significant", b"1" if truth.significant else b"0"),
+        ("bp-truth-episode", (truth.episode or "").encode()),
+        ("bp-truth-artefact", b"1" if truth.artefact else b"0"),
+    ]
+
+
+def paced(
+    items: Iterator[SimReading],
+    rate: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[SimReading]:
+    """Yield items at ``rate`` per second overall (0 = as fast as possible), without drift."""
+    if rate <= 0:
+        yield from items
+        return
+    start = clock()
+    for index, item in enumerate(items):
+        delay = start + index / rate - clock()
+        if delay > 0:
+            sleep(delay)
+        yield item
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes the current message, flushes and prints its summary."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.stopped = True
+
+
+def make_cohort(args: argparse.Namespace) -> Cohort:
+    start = args.start or datetime.now(UTC).replace(microsecond=0)
+    if args.interval is not None:
+        interval_s = args.interval
+    elif args.rate > 0:
+        interval_s = args.patients / args.rate  # simulated time then follows the wall clock
+    else:
+        interval_s = DEFAULT_INTERVAL_S
+    return Cohort(patients=args.patients, seed=args.seed, start=start, interval=timedelta(seconds=interval_s))
+
+
+def bounded(items: Iterator[SimReading], count: int) -> Iterator[SimReading]:
+    for index, item in enumerate(items):
+        if count and index >= count:
+            return
+        yield item
+
+
+def run_dry(args: argparse.Namespace, out: IO[bytes], stop: StopFlag) -> Stats:
+    """Write the Observations as JSON Lines to ``out``."""
+    stats = Stats()
+    for sim in paced(bounded(make_cohort(args).readings(), args.count), args.rate):
+        if stop.stopped:
+            break
+        out.write(encode(sim) + b"\n")
+        stats.sent += 1
+        stats.acked += 1
+    out.flush()
+    return stats
+
+
+def ensure_topic(settings: Settings, partitions: int) -> None:
+    """Create the topic with ``partitions`` if it does not exist (an existing topic is left as it is)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers,
+            bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
+            request_timeout_ms=int(settings.connect_timeout_s * 1000),
+            client_id="bp-producer-admin",
+        )
+    except (KafkaError, OSError) as exc:
+        raise EndpointError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s ({exc}); "
+            "start it (`make infra-up` or `docker compose up -d` in docker/) or set --bootstrap-servers"
+        ) from None
+    try:
+        if settings.topic not in admin.list_topics():
+            try:
+                admin.create_topics([NewTopic(settings.topic, partitions, 1)])
+                log.info("created topic %s with %d partitions", settings.topic, partitions)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise EndpointError(f"cannot create topic {settings.topic}: {exc}") from None
+    finally:
+        admin.close()
+
+
+def make_producer(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id="bp-producer",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=10,
+            batch_size=128 * 1024,
+            compression_type=settings.compression,
+            bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
+            max_block_ms=int(settings.connect_timeout_s * 1000),
+        )
+    except (KafkaError, OSError) as exc:
+        raise EndpointError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+
+
+def run_kafka(args: argparse.Namespace, settings: Settings, stop: StopFlag) -> Stats:
+    """Publish to Kafka; returns the counters after a final flush."""
+    from kafka.errors import KafkaError
+
+    ensure_topic(settings, settings.partitions)
+    producer = make_producer(settings)
+    stats = Stats()
+    base_headers = [("content-type", CONTENT_TYPE.encode())]
+
+    def acked(_: object) -> None:
+        stats.acked += 1
+
+    next_progress = time.monotonic() + PROGRESS_EVERY_S
+    try:
+        for sim in paced(bounded(make_cohort(args).readings(), args.count), args.rate):
+            if stop.stopped:
+                break
+            headers = base_headers + truth_headers(sim) if args.emit_truth else base_headers
+            try:
+                future = producer.send(
+                    settings.topic, value=encode(sim), key=sim.reading.patient_id.encode(), headers=headers
+                )
+            except KafkaError as exc:  # e.g. buffer full beyond max_block_ms: counted, reported
+                stats.on_error(exc)
+                continue
+            future.add_callback(acked)
+            future.add_errback(stats.on_error)
+            stats.sent += 1
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY_S
+                log.info("sent %d (%.0f/s), acked %d, errors %d", stats.sent, stats.rate(), stats.acked, stats.failed)
+    finally:
+        try:
+            producer.flush(timeout=max(30.0, settings.connect_timeout_s))
+        except KafkaError as exc:
+            log.error("flush failed: %s", exc)
+        producer.close(timeout=10)
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m producer.producer",
+        description="Simulate a cohort of patients and publish FHIR R4 blood-pressure Observations to Kafka.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--bootstrap-servers", help="Kafka bootstrap servers (env BP_KAFKA_BOOTSTRAP; default localhost:9092)"
+    )
+    parser.add_argument("--topic", help="topic (env BP_TOPIC; default blood-pressure)")
+    parser.add_argument(
+        "--partitions", type=int, help="partitions when creating the topic (env BP_PARTITIONS; default 6)"
+    )
+    parser.add_argument("--compression", help="lz4 | gzip | zstd | none (env BP_COMPRESSION; default lz4)")
+    parser.add_argument("--patients", type=_positive_int, default=50, help="cohort size")
+    parser.add_argument(
+        "--rate", type=_non_negative_float, default=5.0, help="readings per second overall; 0 = as fast as possible"
+    )
+    parser.add_argument("--count", type=_non_negative_int, default=0, help="readings to publish; 0 = until stopped")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="simulation seed (default: random, printed in the summary)"
+    )
+    parser.add_argument(
+        "--start", type=_aware_datetime, default=None, help="simulated start time, ISO 8601 with offset (default: now)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=None,
+        help="seconds between two readings of one patient (default: patients/rate, or 900 when --rate 0)",
+    )
+    parser.add_argument("--emit-truth", action="store_true", help="add the simulator's ground truth as Kafka headers")
+    parser.add_argument("--dry-run", action="store_true", help="write Observations as JSON Lines to stdout, no Kafka")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _aware_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a UTC offset, e.g. {text}+00:00")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s producer %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    if args.seed is None:
+        args.seed = int.from_bytes(os.urandom(4), "big")
+    stop = StopFlag()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        settings = load_settings(
+            kafka_bootstrap=args.bootstrap_servers,
+            topic=args.topic,
+            partitions=args.partitions,
+            compression=args.compression,
+        )
+        if args.dry_run:
+            try:
+                stats = run_dry(args, sys.stdout.buffer, stop)
+            except BrokenPipeError:  # e.g. `| head`: the reader has what it wanted
+                return 0
+        else:
+            log.info(
+                "publishing to %s topic %s (seed %d, %d patients, rate %s/s, count %s)",
+                settings.kafka_bootstrap,
+                settings.topic,
+                args.seed,
+                args.patients,
+                args.rate or "max",
+                args.count or "unbounded",
+            )
+            stats = run_kafka(args, settings, stop)
+    except (ConfigError, EndpointError) as exc:
+        print(f"producer: error: {exc}", file=sys.stderr)
+        return 2
+    except BpError as exc:
+        print(f"producer: error: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - stats.started
+    summary = (
+        f"producer: sent {stats.sent}, acked {stats.acked}, failed {stats.failed} in {elapsed:.1f} s "
+        f"({stats.sent / elapsed if elapsed else 0:.0f}/s), seed {args.seed}"
+    )
+    if stats.errors:
+        summary += " errors: " + ", ".join(f"{name}×{n}" for name, n in sorted(stats.errors.items()))
+    print(summary, file=sys.stderr)
+    return 0 if stats.failed == 0 and stats.acked == stats.sent else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
