@@ -1,0 +1,591 @@
+"""``python -m consumer.consumer``: the Kafka loop (poll → decide → archive → index → dead letters → commit).
+
+Offsets are committed synchronously only after every sink confirmed the batch: the normal archive is appended
+and fsynced, Elasticsearch acknowledged every anomaly (retrying 429/5xx and outages), and the dead-letter
+producer got an ack for every rejected message. Sinks are idempotent, so a replay after a crash duplicates
+nothing. ``--check FILE|-`` decides Observations from a file or stdin without Kafka or Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import orjson
+
+from bp.errors import BpError, ConfigError, EndpointError, ModelError, SinkError
+from bp.reading import Anomaly, Normal, Rejected
+from bp.settings import Settings, load_settings
+from consumer.pipeline import Message, Outcome, Pipeline
+from consumer.scoring import load_model
+from consumer.sinks import (
+    DeadLetters,
+    ElasticsearchSink,
+    NormalArchive,
+    Window,
+    anomaly_document,
+    document_id,
+    ensure_template,
+)
+
+log = logging.getLogger("bp.consumer")
+
+PROGRESS_EVERY_S = 5.0
+IDLE_SLEEP_S = 0.2  # the stand-in answers fetches at once: sleep on empty polls instead of spinning a core
+
+
+# ------------------------------------------------------------------------------------------------- summary
+@dataclass
+class Totals:
+    """Counters of the whole run (the summary and the progress lines)."""
+
+    started: float = field(default_factory=time.monotonic)
+    messages: int = 0
+    readings: int = 0
+    normal: int = 0
+    anomalies: int = 0
+    rejected: int = 0
+    batches: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_priority: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcomes: list[Outcome], messages: int) -> None:
+        self.messages += messages
+        self.batches += 1
+        for outcome in outcomes:
+            decision = outcome.decision
+            if isinstance(decision, Rejected):
+                self.rejected += 1
+                self.by_reason[decision.reason] += 1
+                continue
+            self.readings += 1
+            if isinstance(decision, Anomaly):
+                self.anomalies += 1
+                self.by_type.update(decision.anomaly_types)
+                self.by_priority[decision.priority.value] += 1
+            else:
+                self.normal += 1
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.messages / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        types = ", ".join(f"{name} {count}" for name, count in sorted(self.by_type.items())) or "none"
+        return (
+            f"consumed {self.messages} ({self.rate():.0f} msg/s): normal {self.normal}, "
+            f"anomalies {self.anomalies} ({types}), rejected {self.rejected}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        return {
+            "messages": self.messages,
+            "readings": self.readings,
+            "normal": self.normal,
+            "anomalies": self.anomalies,
+            "rejected": self.rejected,
+            "anomalies_by_type": dict(sorted(self.by_type.items())),
+            "anomalies_by_priority": dict(sorted(self.by_priority.items())),
+            "rejected_by_reason": dict(sorted(self.by_reason.items())),
+            "seconds": round(elapsed, 2),
+            "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,
+        }
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the loop finishes (or abandons, if a sink is failing) the batch, then exits."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopped:  # second Ctrl-C: leave now, uncommitted work is replayed next time
+            raise KeyboardInterrupt
+        self.stopped = True
+
+    def __bool__(self) -> bool:
+        return self.stopped
+
+
+# ---------------------------------------------------------------------------------------------- processor
+class BatchProcessor:
+    """Writes one decided batch to every sink; raises SinkError if any of them failed (then: no commit)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        archive: NormalArchive,
+        es: ElasticsearchSink,
+        dead_letters: DeadLetters,
+        consumer_name: str,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.archive = archive
+        self.es = es
+        self.dead_letters = dead_letters
+        self.consumer_name = consumer_name
+        self.window = Window(datetime.now(UTC))
+        self.window_due = time.monotonic() + settings.stats_interval_s
+        self.totals = Totals()
+        self.index_rejected = 0
+
+    def process(self, messages: list[Message], final: bool = False) -> list[Outcome]:
+        outcomes = self.pipeline.decide_batch(messages)
+        self.archive.write(outcomes)
+        now = datetime.now(UTC)
+        docs: list[tuple[str, str, dict[str, Any]]] = []
+        anomaly_outcomes: list[Outcome] = []
+        for outcome in outcomes:
+            if isinstance(outcome.decision, Anomaly):
+                reading = outcome.decision.reading
+                source = anomaly_document(outcome, outcome.decision, self.pipeline.model_version, now)
+                docs.append((self.settings.index, document_id(reading), source))
+                anomaly_outcomes.append(outcome)
+        window = self.window.merged(outcomes)
+        window_due = final or time.monotonic() >= self.window_due
+        if window_due:
+            stats_id = f"{self.consumer_name}-{now.isoformat()}"
+            docs.append((self.settings.stats_index, stats_id, window.document(self.consumer_name, now)))
+        result = self.es.index(docs)
+        letters = [(o.message, o.decision) for o in outcomes if isinstance(o.decision, Rejected)]
+        for position, reason in result.rejected:
+            if position >= len(anomaly_outcomes):
+                log.error("stats document rejected by Elasticsearch: %s", reason)
+                continue
+            bad = anomaly_outcomes[position]
+            letters.append((bad.message, Rejected(reason="index_rejected", detail=reason, stage="index")))
+            self.index_rejected += 1
+        self.dead_letters.send(_unique_messages(letters))
+        if window_due:
+            self.window = Window(now)
+            self.window_due = time.monotonic() + self.settings.stats_interval_s
+        else:
+            self.window = window
+        self.totals.add(outcomes, len(messages))
+        return outcomes
+
+
+def _unique_messages(letters: list[tuple[Message, Rejected]]) -> list[tuple[Message, Rejected]]:
+    """One dead letter per source message (a Bundle with two rejected entries is sent once)."""
+    seen: set[tuple[str, int, int]] = set()
+    unique = []
+    for message, rejected in letters:
+        key = (message.topic, message.partition, message.offset)
+        if key not in seen:
+            seen.add(key)
+            unique.append((message, rejected))
+    return unique
+
+
+# ------------------------------------------------------------------------------------------------ clients
+def make_es(settings: Settings) -> Any:
+    from elasticsearch import Elasticsearch
+
+    options: dict[str, Any] = {"request_timeout": 30, "max_retries": 0, "retry_on_timeout": False}
+    if settings.es_api_key:
+        options["api_key"] = settings.es_api_key
+    elif settings.es_username:
+        options["basic_auth"] = (settings.es_username, settings.es_password or "")
+    if settings.es_ca_cert:
+        if not settings.es_ca_cert.is_file():
+            raise ConfigError(f"CA certificate {settings.es_ca_cert} not found (--es-ca-cert / BP_ES_CA_CERT)")
+        options["ca_certs"] = str(settings.es_ca_cert)
+    try:
+        client = Elasticsearch(settings.es_url, **options)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Elasticsearch URL {settings.es_url!r}: {exc}") from None
+    deadline = time.monotonic() + settings.connect_timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.options(request_timeout=2).info()
+            return client
+        except Exception as exc:  # connection refused, TLS, auth...
+            last = exc
+            status = getattr(getattr(exc, "meta", None), "status", None)
+            if status in (401, 403):
+                break
+            time.sleep(0.5)
+    raise EndpointError(
+        f"cannot reach Elasticsearch at {settings.es_url} within {settings.connect_timeout_s:.0f} s "
+        f"({type(last).__name__}: {str(last)[:200]}); start it or set --es-url"
+    )
+
+
+def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
+
+    timeout_ms = int(settings.connect_timeout_s * 1000)
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=settings.group,
+            group_instance_id=settings.consumer_instance_id,
+            client_id=f"bp-consumer-{settings.consumer_instance_id or 'dynamic'}",
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(500, settings.session_timeout_ms // 5),
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            max_poll_records=settings.batch_size,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+        consumer.subscribe([settings.topic], listener=rebalance)
+        producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id="bp-consumer-dlq",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            compression_type=settings.compression,
+            bootstrap_timeout_ms=timeout_ms,
+            max_block_ms=timeout_ms,
+        )
+    except (KafkaError, OSError) as exc:
+        raise EndpointError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s "
+            f"({type(exc).__name__}); start it or set --bootstrap-servers"
+        ) from None
+    return consumer, producer
+
+
+class Rebalance:
+    """Partition ownership changed: forget cached archive positions (another consumer may have appended)."""
+
+    def __init__(self, archive: NormalArchive) -> None:
+        self.archive = archive
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.archive.forget()
+        if revoked:
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.archive.forget()
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+
+def lag(consumer: Any) -> int | None:
+    total = 0
+    try:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                return None
+            total += max(0, high - consumer.position(tp))
+    except Exception:  # lag is informative only
+        return None
+    return total
+
+
+def to_message(record: Any) -> Message:
+    return Message(
+        value=record.value,
+        key=record.key,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        headers=tuple((name, value or b"") for name, value in (record.headers or [])),
+    )
+
+
+# --------------------------------------------------------------------------------------------------- loop
+def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
+    from kafka.errors import CommitFailedError, KafkaError
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    model = None if settings.rules_only else load_model(settings.model_path)
+    pipeline = Pipeline(model, max_patients=settings.max_patients)
+    es_client = make_es(settings)
+    ensure_template(es_client, "bp-anomalies", settings.index)
+    ensure_template(es_client, "bp-stats", settings.stats_index)
+    archive = NormalArchive(settings.archive_dir)
+    consumer, producer = make_kafka(settings, Rebalance(archive))
+    name = settings.consumer_instance_id or f"consumer-{id(consumer) & 0xFFFF:04x}"
+
+    def keep_alive(delay: float) -> None:
+        """Wait during a sink outage without leaving the group: pause, poll (returns nothing), sleep."""
+        end = time.monotonic() + delay
+        consumer.pause(*consumer.assignment())
+        while time.monotonic() < end and not stop:
+            consumer.poll(timeout_ms=0)
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop), on_wait=keep_alive)
+    processor = BatchProcessor(settings, pipeline, archive, es_sink, DeadLetters(producer, settings.dlq_topic), name)
+    log.info(
+        "consuming %s as group %s (%s) → archive %s, index %s, DLQ %s; model %s",
+        settings.topic,
+        settings.group,
+        name,
+        settings.archive_dir,
+        settings.index,
+        settings.dlq_topic,
+        pipeline.model_version,
+    )
+    totals = processor.totals
+    idle_since = time.monotonic()
+    next_progress = time.monotonic() + PROGRESS_EVERY_S
+    try:
+        while not stop:
+            if args.max_messages and totals.messages >= args.max_messages:
+                break
+            limit = settings.batch_size
+            if args.max_messages:
+                limit = min(limit, args.max_messages - totals.messages)
+            polled = consumer.poll(timeout_ms=100, max_records=limit)
+            records = [record for batch in polled.values() for record in batch]
+            if not records:
+                if args.stop_when_idle is not None and time.monotonic() - idle_since >= args.stop_when_idle:
+                    log.info("idle for %.1f s: stopping", args.stop_when_idle)
+                    break
+                if not stop:
+                    time.sleep(IDLE_SLEEP_S)
+                _progress(totals, consumer, next_progress)
+                continue
+            idle_since = time.monotonic()
+            messages = [to_message(record) for record in records]
+            try:
+                processor.process(messages)
+            except SinkError as exc:
+                log.error("batch not committed: %s", exc)
+                if stop:
+                    break
+                # Rewind to the first message of the batch on each partition and try again.
+                for tp, batch in polled.items():
+                    consumer.seek(tp, batch[0].offset)
+                consumer.resume(*consumer.assignment())
+                continue
+            consumer.resume(*consumer.assignment())
+            offsets = {}
+            for tp, batch in polled.items():
+                offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(batch[-1].offset + 1, "", -1)
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as exc:  # a rebalance took the partitions: the new owner replays (idempotent)
+                log.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY_S
+                _progress(totals, consumer, 0)
+        # Flush the last statistics window.
+        try:
+            processor.process([], final=True)
+        except SinkError as exc:
+            log.warning("last statistics window not written: %s", exc)
+    except KafkaError as exc:
+        raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=10)
+        es_client.close()
+    totals_extra = {"index_rejected": processor.index_rejected, "archive_skipped_replays": archive.skipped}
+    log.info("done: %s; %s", totals.line(), totals_extra)
+    return totals
+
+
+def _progress(totals: Totals, consumer: Any, due: float) -> None:
+    if time.monotonic() < due:
+        return
+    current = lag(consumer)
+    log.info("%s, lag %s", totals.line(), "?" if current is None else current)
+
+
+# -------------------------------------------------------------------------------------------------- check
+def check_lines(source: IO[bytes]) -> Iterator[bytes]:
+    """One JSON document per line, or one (possibly pretty-printed) JSON document for the whole input."""
+    data = source.read()
+    stripped = data.strip()
+    if not stripped:
+        return
+    try:
+        orjson.loads(stripped)
+        yield stripped  # the whole input is one document
+        return
+    except orjson.JSONDecodeError:
+        pass
+    for line in data.splitlines():
+        if line.strip():
+            yield line
+
+
+def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
+    """Decide Observations from a file or stdin; one JSON decision per line on ``out``. No Kafka, no ES."""
+    model = None if settings.rules_only else load_model(settings.model_path)
+    pipeline = Pipeline(model, max_patients=settings.max_patients)
+    totals = Totals()
+    if path == "-":
+        documents = list(check_lines(sys.stdin.buffer))
+    else:
+        try:
+            with open(path, "rb") as handle:
+                documents = list(check_lines(handle))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    messages = [Message(value=doc, topic="check", partition=0, offset=line) for line, doc in enumerate(documents, 1)]
+    for start in range(0, len(messages), settings.batch_size):
+        batch = messages[start : start + settings.batch_size]
+        outcomes = pipeline.decide_batch(batch)
+        totals.add(outcomes, len(batch))
+        for outcome in outcomes:
+            out.write(orjson.dumps(decision_json(outcome)) + b"\n")
+    out.flush()
+    return totals
+
+
+def decision_json(outcome: Outcome) -> dict[str, Any]:
+    decision = outcome.decision
+    base: dict[str, Any] = {"input": outcome.message.offset, "entry": outcome.entry}
+    if isinstance(decision, Rejected):
+        return {**base, "decision": "rejected", "reason": decision.reason, "detail": decision.detail}
+    reading = decision.reading
+    base.update(
+        patient_id=reading.patient_id,
+        effective=reading.effective.isoformat(),
+        systolic=reading.systolic,
+        diastolic=reading.diastolic,
+        observation_id=reading.observation_id,
+        category=decision.category,
+        risk=None if decision.risk is None else round(decision.risk, 4),
+    )
+    if isinstance(decision, Normal):
+        return {**base, "decision": "normal"}
+    return {
+        **base,
+        "decision": "anomaly",
+        "priority": decision.priority.value,
+        "anomaly_types": list(decision.anomaly_types),
+        "rules_fired": list(decision.rules_fired),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.consumer",
+        description="Validate FHIR blood-pressure Observations from Kafka, classify them (rules + model), "
+        "archive normals, index anomalies into Elasticsearch, dead-letter bad input.",
+    )
+    add = parser.add_argument
+    add("--bootstrap-servers", help="Kafka bootstrap servers (env BP_KAFKA_BOOTSTRAP; default localhost:9092)")
+    add("--topic", help="input topic (env BP_TOPIC; default blood-pressure)")
+    add("--dlq-topic", help="dead-letter topic (env BP_DLQ_TOPIC; default blood-pressure.dlq)")
+    add("--group", help="consumer group (env BP_GROUP; default bp-analyzer)")
+    add("--instance-id", help="static group membership id (env BP_CONSUMER_INSTANCE_ID)")
+    add("--es-url", help="Elasticsearch URL (env BP_ES_URL; default http://localhost:9200)")
+    add("--es-username", help="Elasticsearch user (env BP_ES_USERNAME)")
+    add("--es-password", help="Elasticsearch password (env BP_ES_PASSWORD; prefer the env var)")
+    add("--es-api-key", help="Elasticsearch API key (env BP_ES_API_KEY)")
+    add("--es-ca-cert", type=Path, help="CA certificate for Elasticsearch TLS (env BP_ES_CA_CERT)")
+    add("--index", help="anomaly index (env BP_INDEX; default bp-anomalies)")
+    add("--stats-index", help="statistics index (env BP_STATS_INDEX; default bp-stats)")
+    add("--archive-dir", type=Path, help="normal-reading archive directory (env BP_ARCHIVE_DIR; default data/normal)")
+    add("--model", type=Path, help="model artifact (env BP_MODEL_PATH; default ml/artifacts/bp_logreg.joblib)")
+    add("--rules-only", action="store_true", default=None, help="no model: threshold rules only (env BP_RULES_ONLY)")
+    add("--batch-size", type=int, help="max messages per batch (env BP_BATCH_SIZE; default 1000)")
+    add("--session-timeout-ms", type=int, help="group session timeout (env BP_SESSION_TIMEOUT_MS; default 10000)")
+    add("--max-poll-interval-ms", type=int, help="max poll interval (env BP_MAX_POLL_INTERVAL_MS; default 300000)")
+    add("--offset-reset", choices=["earliest", "latest"], help="start of a new group (env BP_AUTO_OFFSET_RESET)")
+    add("--stop-when-idle", type=_seconds, metavar="SECONDS", help="exit after this long without messages")
+    add("--max-messages", type=_count, metavar="N", help="exit after N messages")
+    add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
+    add("--summary-json", type=Path, metavar="FILE", help="also write the final summary as JSON to FILE")
+    add("--quiet", action="store_true", help="warnings and errors only")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be ≥ 0 seconds, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s consumer %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
+    stop = StopFlag()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        settings = load_settings(
+            kafka_bootstrap=args.bootstrap_servers,
+            topic=args.topic,
+            dlq_topic=args.dlq_topic,
+            group=args.group,
+            consumer_instance_id=args.instance_id,
+            es_url=args.es_url,
+            es_username=args.es_username,
+            es_password=args.es_password,
+            es_api_key=args.es_api_key,
+            es_ca_cert=args.es_ca_cert,
+            index=args.index,
+            stats_index=args.stats_index,
+            archive_dir=args.archive_dir,
+            model_path=args.model,
+            rules_only=args.rules_only,
+            batch_size=args.batch_size,
+            session_timeout_ms=args.session_timeout_ms,
+            max_poll_interval_ms=args.max_poll_interval_ms,
+            auto_offset_reset=args.offset_reset,
+        )
+        if args.check is not None:
+            totals = run_check(settings, args.check, sys.stdout.buffer)
+        else:
+            totals = run(settings, args, stop)
+    except (ConfigError, EndpointError) as exc:
+        print(f"consumer: error: {exc}", file=sys.stderr)
+        return 2
+    except ModelError as exc:
+        print(f"consumer: error: {exc}", file=sys.stderr)
+        return 3
+    except BpError as exc:
+        print(f"consumer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("consumer: interrupted; uncommitted messages will be processed again next time", file=sys.stderr)
+        return 130
+    summary = totals.summary()
+    if args.summary_json is not None:
+        args.summary_json.write_text(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    print("consumer: " + orjson.dumps(summary).decode(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

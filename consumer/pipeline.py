@@ -1,0 +1,107 @@
+"""The pure pipeline: message bytes → parse → rules → model risk → decision. No I/O, never raises on bad input.
+
+One batch is decided at a time so the model scores every reading of the batch with a single ``predict_proba``
+call. A message is one FHIR Observation or a Bundle of them, so it yields one or more outcomes; a message that
+cannot be parsed yields exactly one ``Rejected`` outcome (the whole message goes to the dead letters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bp.clinical import MODEL_RISK, assess, prioritize
+from bp.features import PatientHistory, feature_matrix
+from bp.fhir import parse_message
+from bp.reading import Anomaly, Decision, Normal, Reading, Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A Kafka record as the pipeline sees it (or a line of a --check file: topic "", partition -1)."""
+
+    value: bytes | None
+    key: bytes | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One decision about one reading (``entry`` is its index inside a Bundle, else 0) of a message."""
+
+    message: Message
+    entry: int
+    decision: Decision
+
+
+class RiskModel(Protocol):
+    """What the pipeline needs from a model: vectorised probabilities, a threshold and a version label."""
+
+    threshold: float
+    version: str
+
+    def risk(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+
+
+class Pipeline:
+    """Decides batches of messages. Holds the bounded per-patient history the model's features need."""
+
+    def __init__(self, model: RiskModel | None, max_patients: int = 100_000) -> None:
+        self.model = model
+        self.history = PatientHistory(max_patients=max_patients)
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version if self.model is not None else "rules-only"
+
+    def decide_batch(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Decide every message of a batch, in order."""
+        parsed: list[tuple[Message, int, Reading]] = []
+        outcomes: list[Outcome | None] = []
+        slots: list[int] = []
+        for message in messages:
+            result = parse_message(message.value) if message.value is not None else _EMPTY
+            if isinstance(result, Rejected):
+                outcomes.append(Outcome(message, 0, result))
+                continue
+            for entry, reading in enumerate(result):
+                slots.append(len(outcomes))
+                outcomes.append(None)
+                parsed.append((message, entry, reading))
+        risks = self._risks([reading for _, _, reading in parsed])
+        for slot, (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
+            outcomes[slot] = Outcome(message, entry, self._classify(reading, risk))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _risks(self, readings: list[Reading]) -> list[float | None]:
+        if self.model is None or not readings:
+            return [None] * len(readings)
+        matrix = feature_matrix(self.history, readings)
+        return [float(value) for value in self.model.risk(matrix)]
+
+    def _classify(self, reading: Reading, risk: float | None) -> Decision:
+        assessment = assess(reading.systolic, reading.diastolic)
+        threshold = self.model.threshold if self.model is not None else None
+        priority = prioritize(assessment, risk, threshold)
+        if priority is None:
+            return Normal(reading, assessment.category.value, risk)
+        types = assessment.anomaly_types
+        if risk is not None and threshold is not None and risk >= threshold:
+            types = (*types, MODEL_RISK)
+        return Anomaly(reading, assessment.category.value, types, assessment.rules_fired, priority, risk)
+
+
+_EMPTY = Rejected(reason="not_json", detail="empty message (no value, e.g. a tombstone)")
+
+
+def decide(raw: bytes, pipeline: Pipeline) -> list[Decision]:
+    """Decide one message outside Kafka (used by --check): its decisions, one per reading or one rejection."""
+    return [outcome.decision for outcome in pipeline.decide_batch([Message(raw)])]

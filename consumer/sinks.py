@@ -1,0 +1,414 @@
+"""Sinks: the normal archive (JSON Lines), Elasticsearch (anomalies + stats) and the dead-letter topic.
+
+Every sink either writes a whole batch durably or raises :class:`bp.errors.SinkError`; the loop commits Kafka
+offsets only after all of them succeeded, so a failure means the batch is retried (never lost), and every sink
+is idempotent so a retried or replayed batch never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from bp.errors import SinkError
+from bp.reading import Anomaly, Normal, Reading, Rejected
+from consumer.pipeline import Message, Outcome
+
+log = logging.getLogger("bp.consumer.sinks")
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "docker" / "elasticsearch"
+
+
+# --------------------------------------------------------------------------------------------------- archive
+def archive_line(outcome: Outcome, normal: Normal) -> dict[str, Any]:
+    reading = normal.reading
+    message = outcome.message
+    return {
+        "patient_id": reading.patient_id,
+        "effective": reading.effective.isoformat(),
+        "systolic": reading.systolic,
+        "diastolic": reading.diastolic,
+        "category": normal.category,
+        "risk": None if normal.risk is None else round(normal.risk, 6),
+        "observation_id": reading.observation_id,
+        "source_topic": message.topic,
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+        "source_entry": outcome.entry,
+    }
+
+
+class NormalArchive:
+    """Appends normal readings as JSON Lines: ``<dir>/<YYYY-MM-DD>/<topic>.p<partition>.jsonl``.
+
+    Files are split by the reading's day (UTC) and source partition. Within one file, lines are appended in
+    (offset, entry) order and every batch is flushed and fsynced before the loop commits, so the last line of a
+    file tells how far it got: on a replay, lines at or below it are skipped (never written twice). A torn last
+    line (crash mid-write) is cut off when the file is first touched. Forget the cached positions when partition
+    ownership changes (another consumer may have appended meanwhile).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._last: dict[Path, tuple[int, int]] = {}
+        self.written = 0
+        self.skipped = 0
+
+    def path_for(self, reading: Reading, topic: str, partition: int) -> Path:
+        day = reading.effective.astimezone(UTC).date().isoformat()
+        safe_topic = topic.replace("/", "_") or "stdin"
+        return self.root / day / f"{safe_topic}.p{partition}.jsonl"
+
+    def forget(self) -> None:
+        """Drop cached file positions (call on partition revocation/assignment)."""
+        self._last.clear()
+
+    def write(self, outcomes: Sequence[Outcome]) -> int:
+        """Append the batch's normals; returns how many lines were written (replayed ones are skipped)."""
+        lines: dict[Path, list[bytes]] = {}
+        for outcome in outcomes:
+            decision = outcome.decision
+            if not isinstance(decision, Normal):
+                continue
+            message = outcome.message
+            path = self.path_for(decision.reading, message.topic, message.partition)
+            position = (message.offset, outcome.entry)
+            if position <= self._position(path):
+                self.skipped += 1
+                continue
+            self._last[path] = position
+            lines.setdefault(path, []).append(orjson.dumps(archive_line(outcome, decision)) + b"\n")
+        try:
+            for path, chunk in lines.items():
+                new = not path.exists()
+                with path.open("ab") as handle:
+                    handle.write(b"".join(chunk))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if new:
+                    _fsync_dir(path.parent)
+        except OSError as exc:
+            self.forget()  # positions may be wrong now: re-read them from disk on retry
+            raise SinkError(f"archive write failed: {exc}") from exc
+        count = sum(len(chunk) for chunk in lines.values())
+        self.written += count
+        return count
+
+    def _position(self, path: Path) -> tuple[int, int]:
+        cached = self._last.get(path)
+        if cached is None:
+            cached = _last_position(path)
+            self._last[path] = cached
+        return cached
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_position(path: Path) -> tuple[int, int]:
+    """(offset, entry) of the last complete line of an archive file, cutting off a torn last line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return (-1, -1)
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return (-1, -1)
+        tail_size = min(size, 65_536)
+        handle.seek(size - tail_size)
+        tail = handle.read(tail_size)
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            new_size = size - tail_size + cut + 1 if cut >= 0 else 0
+            log.warning("archive %s: cutting a torn last line (%d bytes)", path, size - new_size)
+            handle.truncate(new_size)
+            handle.flush()
+            os.fsync(handle.fileno())
+            tail = tail[: cut + 1] if cut >= 0 else b""
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        if not lines or not lines[-1]:
+            return (-1, -1)
+        last = orjson.loads(lines[-1])
+        return (int(last["source_offset"]), int(last.get("source_entry", 0)))
+
+
+# ------------------------------------------------------------------------------------------- elasticsearch
+def document_id(reading: Reading) -> str:
+    """Stable ``_id``: the Observation's id, or a hash of patient, time and values when it has none."""
+    if reading.observation_id:
+        return reading.observation_id
+    key = f"{reading.patient_id}|{reading.effective.isoformat()}|{reading.systolic}|{reading.diastolic}"
+    return "h-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, now: datetime) -> dict[str, Any]:
+    reading = anomaly.reading
+    message = outcome.message
+    produced = (
+        datetime.fromtimestamp(message.timestamp_ms / 1000, UTC).isoformat()
+        if message.timestamp_ms is not None and message.timestamp_ms >= 0
+        else None
+    )
+    return {
+        "observation_id": reading.observation_id,
+        "patient_id": reading.patient_id,
+        "effective": reading.effective.isoformat(),
+        "ingested_at": now.isoformat(),
+        "produced_at": produced,
+        "systolic": reading.systolic,
+        "diastolic": reading.diastolic,
+        "mean_arterial_pressure": round(reading.mean_arterial, 2),
+        "pulse_pressure": reading.pulse_pressure,
+        "anomaly_types": list(anomaly.anomaly_types),
+        "category": anomaly.category,
+        "priority": anomaly.priority.value,
+        "ml_risk": None if anomaly.risk is None else round(anomaly.risk, 6),
+        "rules_fired": list(anomaly.rules_fired),
+        "model_version": model_version,
+        "source_topic": message.topic,
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+    }
+
+
+class BulkClient(Protocol):
+    """The part of ``elasticsearch.Elasticsearch`` the sink uses (a fake in unit tests)."""
+
+    def bulk(self, *, operations: list[dict[str, Any]], refresh: bool | str = ...) -> Any: ...
+
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass
+class BulkResult:
+    indexed: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
+
+
+class ElasticsearchSink:
+    """Bulk-indexes documents with explicit ids, checks every item, retries what is retryable.
+
+    - connection errors, HTTP 429/5xx for the whole request or per item: wait (exponential backoff, capped) and
+      retry only what is left, until it succeeds or ``should_stop()`` says to give up (then SinkError: the
+      batch is not committed and will be replayed);
+    - per-item 4xx (e.g. a mapping error): that document is returned as rejected, to be dead-lettered.
+    """
+
+    def __init__(
+        self,
+        client: BulkClient,
+        *,
+        chunk_size: int = 1000,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_wait: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.chunk_size = chunk_size
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.should_stop = should_stop
+        self.on_wait = on_wait
+        self.retries = 0
+        self.outage_since: float | None = None
+
+    def index(self, docs: Sequence[tuple[str, str, dict[str, Any]]]) -> BulkResult:
+        """Index ``(index, _id, source)`` documents; returns counts and the per-item rejections."""
+        result = BulkResult()
+        for start in range(0, len(docs), self.chunk_size):
+            chunk = list(enumerate(docs[start : start + self.chunk_size], start))
+            self._index_chunk(chunk, result)
+        return result
+
+    def _index_chunk(self, pending: list[tuple[int, tuple[str, str, dict[str, Any]]]], result: BulkResult) -> None:
+        delay = self.backoff_initial_s
+        while pending:
+            operations: list[dict[str, Any]] = []
+            for _, (index, doc_id, source) in pending:
+                operations.append({"index": {"_index": index, "_id": doc_id}})
+                operations.append(source)
+            try:
+                response = self.client.bulk(operations=operations)
+                items = response["items"]
+            except Exception as exc:  # transport errors, 429/5xx on the whole request
+                if _is_client_error(exc):
+                    raise SinkError(f"Elasticsearch refused the bulk request: {exc}") from exc
+                delay = self._wait(f"{type(exc).__name__}: {str(exc)[:200]}", delay)
+                continue
+            retry: list[tuple[int, tuple[str, str, dict[str, Any]]]] = []
+            for (position, doc), item in zip(pending, items, strict=True):
+                outcome = next(iter(item.values()))
+                status = int(outcome.get("status", 500))
+                if status < 300:
+                    result.indexed += 1
+                elif status in RETRYABLE_STATUS:
+                    retry.append((position, doc))
+                else:
+                    error = outcome.get("error") or {}
+                    reason = f"{error.get('type', status)}: {str(error.get('reason', ''))[:300]}"
+                    result.rejected.append((position, reason))
+            pending = retry
+            if pending:
+                delay = self._wait(f"{len(pending)} items got 429/5xx", delay)
+        if self.outage_since is not None:
+            log.warning("Elasticsearch is back after %.1f s", time.monotonic() - self.outage_since)
+            self.outage_since = None
+
+    def _wait(self, why: str, delay: float) -> float:
+        if self.should_stop():
+            raise SinkError(f"stopping while Elasticsearch is failing ({why}); the batch will be replayed")
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            log.warning("Elasticsearch write failed (%s); retrying with backoff, offsets not committed", why)
+        elif self.retries % 10 == 0:
+            log.warning(
+                "Elasticsearch still failing after %.0f s (%s); retrying",
+                time.monotonic() - self.outage_since,
+                why,
+            )
+        self.retries += 1
+        self.on_wait(delay)
+        return min(delay * 2, self.backoff_max_s)
+
+
+def _is_client_error(exc: Exception) -> bool:
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status != 429
+
+
+def load_template(name: str) -> dict[str, Any]:
+    """An index template body shipped in docker/elasticsearch/ (one source for compose setup and consumer)."""
+    path = TEMPLATE_DIR / f"{name}.template.json"
+    body: dict[str, Any] = orjson.loads(path.read_bytes())
+    return body
+
+
+def ensure_template(client: Any, template: str, index: str) -> bool:
+    """Install the index template for ``index`` (named after it) unless one exists; True if installed."""
+    if client.indices.exists_index_template(name=index):
+        return False
+    body = load_template(template)
+    client.indices.put_index_template(
+        name=index,
+        index_patterns=[index],
+        priority=body.get("priority", 200),
+        template=body["template"],
+        meta=body.get("_meta"),
+    )
+    log.info("installed index template %s", index)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ stats
+@dataclass
+class Window:
+    """Counters of one statistics window (one bp-stats document)."""
+
+    started: datetime
+    total: int = 0
+    normal: int = 0
+    anomalies: int = 0
+    rejected: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_priority: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        for outcome in outcomes:
+            decision = outcome.decision
+            self.total += 1
+            if isinstance(decision, Normal):
+                self.normal += 1
+            elif isinstance(decision, Anomaly):
+                self.anomalies += 1
+                for kind in decision.anomaly_types:
+                    self.by_type[kind] = self.by_type.get(kind, 0) + 1
+                self.by_priority[decision.priority.value] = self.by_priority.get(decision.priority.value, 0) + 1
+            else:
+                self.rejected += 1
+
+    def merged(self, outcomes: Iterable[Outcome]) -> Window:
+        """A new window with these outcomes added (this one is left as it is, for retries)."""
+        window = Window(self.started, self.total, self.normal, self.anomalies, self.rejected)
+        window.by_type = dict(self.by_type)
+        window.by_priority = dict(self.by_priority)
+        window.add(outcomes)
+        return window
+
+    def document(self, consumer: str, ended: datetime) -> dict[str, Any]:
+        decided = self.normal + self.anomalies
+        return {
+            "window_start": self.started.isoformat(),
+            "window_end": ended.isoformat(),
+            "window_seconds": round((ended - self.started).total_seconds(), 3),
+            "consumer": consumer,
+            "total": self.total,
+            "normal": self.normal,
+            "anomalies": self.anomalies,
+            "rejected": self.rejected,
+            "anomaly_rate": round(self.anomalies / decided, 6) if decided else 0.0,
+            "anomalies_hypotension": self.by_type.get("hypotension", 0),
+            "anomalies_hypertension": self.by_type.get("hypertension", 0),
+            "anomalies_hypertensive_crisis": self.by_type.get("hypertensive_crisis", 0),
+            "anomalies_model_risk": self.by_type.get("model_risk", 0),
+            "priority_critical": self.by_priority.get("critical", 0),
+            "priority_high": self.by_priority.get("high", 0),
+            "priority_medium": self.by_priority.get("medium", 0),
+        }
+
+
+# ------------------------------------------------------------------------------------------- dead letters
+def dead_letter_headers(message: Message, reason: str, detail: str, stage: str) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", "replace")[:1000]),
+        ("stage", stage.encode()),
+        ("source-topic", message.topic.encode()),
+        ("source-partition", str(message.partition).encode()),
+        ("source-offset", str(message.offset).encode()),
+        *((f"original-{name}", value) for name, value in message.headers if not name.startswith("original-")),
+    ]
+
+
+class DeadLetters:
+    """Sends rejected messages (original key and bytes) to the dead-letter topic and waits for every ack."""
+
+    def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.sent = 0
+
+    def send(self, letters: Sequence[tuple[Message, Rejected]]) -> int:
+        if not letters:
+            return 0
+        futures = []
+        for message, rejected in letters:
+            headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
+            futures.append(self.producer.send(self.topic, value=message.value, key=message.key, headers=headers))
+        self.producer.flush(timeout=self.timeout_s)
+        failures = []
+        for future in futures:
+            try:
+                future.get(timeout=self.timeout_s)
+            except Exception as exc:  # any delivery failure means: do not commit
+                failures.append(exc)
+        if failures:
+            raise SinkError(f"{len(failures)} dead letters not acknowledged: {failures[0]}")
+        self.sent += len(letters)
+        return len(letters)
