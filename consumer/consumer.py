@@ -264,20 +264,21 @@ def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
     return consumer, producer
 
 
-class Rebalance:
-    """Partition ownership changed: forget cached archive positions (another consumer may have appended)."""
+def rebalance_listener(archive: NormalArchive) -> Any:
+    """A listener that forgets cached archive positions whenever partition ownership changes."""
+    from kafka import ConsumerRebalanceListener
 
-    def __init__(self, archive: NormalArchive) -> None:
-        self.archive = archive
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            archive.forget()
+            if revoked:
+                log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.archive.forget()
-        if revoked:
-            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            archive.forget()
+            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.archive.forget()
-        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+    return Rebalance()
 
 
 def lag(consumer: Any) -> int | None:
@@ -316,7 +317,7 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
     ensure_template(es_client, "bp-anomalies", settings.index)
     ensure_template(es_client, "bp-stats", settings.stats_index)
     archive = NormalArchive(settings.archive_dir)
-    consumer, producer = make_kafka(settings, Rebalance(archive))
+    consumer, producer = make_kafka(settings, rebalance_listener(archive))
     name = settings.consumer_instance_id or f"consumer-{id(consumer) & 0xFFFF:04x}"
 
     def keep_alive(delay: float) -> None:
