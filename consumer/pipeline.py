@@ -45,8 +45,11 @@ class Outcome:
 class RiskModel(Protocol):
     """What the pipeline needs from a model: vectorised probabilities, a threshold and a version label."""
 
-    threshold: float
-    version: str
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def version(self) -> str: ...
 
     def risk(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
 

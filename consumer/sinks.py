@@ -74,6 +74,25 @@ class NormalArchive:
 
     def write(self, outcomes: Sequence[Outcome]) -> int:
         """Append the batch's normals; returns how many lines were written (replayed ones are skipped)."""
+        try:
+            lines = self._new_lines(outcomes)
+            for path, chunk in lines.items():
+                new = not path.exists()
+                with path.open("ab") as handle:
+                    handle.write(b"".join(chunk))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if new:
+                    _fsync_dir(path.parent)
+        except (OSError, ValueError) as exc:
+            self.forget()  # positions may be wrong now: re-read them from disk on retry
+            raise SinkError(f"archive write failed: {exc}") from exc
+        count = sum(len(chunk) for chunk in lines.values())
+        self.written += count
+        return count
+
+    def _new_lines(self, outcomes: Sequence[Outcome]) -> dict[Path, list[bytes]]:
+        """The lines to append, per file, leaving out what a file already holds (a replay)."""
         lines: dict[Path, list[bytes]] = {}
         for outcome in outcomes:
             decision = outcome.decision
@@ -87,21 +106,7 @@ class NormalArchive:
                 continue
             self._last[path] = position
             lines.setdefault(path, []).append(orjson.dumps(archive_line(outcome, decision)) + b"\n")
-        try:
-            for path, chunk in lines.items():
-                new = not path.exists()
-                with path.open("ab") as handle:
-                    handle.write(b"".join(chunk))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                if new:
-                    _fsync_dir(path.parent)
-        except OSError as exc:
-            self.forget()  # positions may be wrong now: re-read them from disk on retry
-            raise SinkError(f"archive write failed: {exc}") from exc
-        count = sum(len(chunk) for chunk in lines.values())
-        self.written += count
-        return count
+        return lines
 
     def _position(self, path: Path) -> tuple[int, int]:
         cached = self._last.get(path)

@@ -73,7 +73,9 @@ def es(endpoints: Endpoints) -> Iterator[Any]:
     client.close()
 
 
-def run_cli(module: str, args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    module: str, args: list[str], env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run one of our CLIs as a real process, bounded in time."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],

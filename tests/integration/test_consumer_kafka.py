@@ -58,7 +58,9 @@ def known_mix(seed: int, readings: int) -> tuple[list[tuple[bytes, bytes]], set[
     # A Bundle of two normal readings of a new patient: two archive lines from one message.
     entries = []
     for n, (sys_, dia) in enumerate([(118, 76), (121, 78)]):
-        obs = build_observation(sim.reading.__class__("pt-bundle", START + timedelta(hours=n), sys_, dia, f"bundle-{n}"))
+        obs = build_observation(
+            sim.reading.__class__("pt-bundle", START + timedelta(hours=n), sys_, dia, f"bundle-{n}")
+        )
         entries.append({"resource": obs})
         normals[obs["id"]] += 1
     messages.append((b"pt-bundle", orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})))

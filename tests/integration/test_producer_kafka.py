@@ -18,8 +18,20 @@ def test_publishes_exactly_n_keyed_in_order(endpoints: Endpoints, names: dict[st
     count = 1500
     result = run_cli(
         "producer.producer",
-        ["--topic", names["topic"], "--count", str(count), "--rate", "0", "--patients", "40", "--seed", "7",
-         "--partitions", "4"],
+        [
+            "--topic",
+            names["topic"],
+            "--count",
+            str(count),
+            "--rate",
+            "0",
+            "--patients",
+            "40",
+            "--seed",
+            "7",
+            "--partitions",
+            "4",
+        ],
         endpoints.env(),
     )
     assert result.returncode == 0, result.stderr

@@ -218,12 +218,8 @@ def test_hand_written_observation() -> None:
             id="versioned-subject",
         ),
         pytest.param(obs(id=None), Reading("p-001", EFFECTIVE, 120.0, 80.0, None), id="no-id-gives-none"),
-        pytest.param(
-            obs(status="amended"), Reading("p-001", EFFECTIVE, 120.0, 80.0, "obs-1"), id="status-amended"
-        ),
-        pytest.param(
-            obs(status="corrected"), Reading("p-001", EFFECTIVE, 120.0, 80.0, "obs-1"), id="status-corrected"
-        ),
+        pytest.param(obs(status="amended"), Reading("p-001", EFFECTIVE, 120.0, 80.0, "obs-1"), id="status-amended"),
+        pytest.param(obs(status="corrected"), Reading("p-001", EFFECTIVE, 120.0, 80.0, "obs-1"), id="status-corrected"),
         pytest.param(
             obs(status="preliminary"),
             Reading("p-001", EFFECTIVE, 120.0, 80.0, "obs-1"),
@@ -240,18 +236,14 @@ def test_hand_written_observation() -> None:
             id="code-mmHg-without-system",
         ),
         pytest.param(
-            with_quantity(
-                value=121, unit="millimetres of mercury", system="http://unitsofmeasure.org", code="mm[Hg]"
-            ),
+            with_quantity(value=121, unit="millimetres of mercury", system="http://unitsofmeasure.org", code="mm[Hg]"),
             Reading("p-001", EFFECTIVE, 121.0, 80.0, "obs-1"),
             id="ucum-code-wins-over-free-text-unit",
         ),
         # plausibility bounds are inclusive: 40-300 systolic, 20-200 diastolic
         pytest.param(obs(40, 20), Reading("p-001", EFFECTIVE, 40.0, 20.0, "obs-1"), id="lowest-bounds"),
         pytest.param(obs(300, 200), Reading("p-001", EFFECTIVE, 300.0, 200.0, "obs-1"), id="highest-bounds"),
-        pytest.param(
-            obs(80.5, 80), Reading("p-001", EFFECTIVE, 80.5, 80.0, "obs-1"), id="systolic-just-above"
-        ),
+        pytest.param(obs(80.5, 80), Reading("p-001", EFFECTIVE, 80.5, 80.0, "obs-1"), id="systolic-just-above"),
     ],
 )
 def test_accepted(resource: dict[str, Any], expected: Reading) -> None:
@@ -442,12 +434,8 @@ REJECTED: list[Any] = [
     pytest.param(raw(obs(subject={"reference": ""})), "missing_subject", id="empty-reference"),
     pytest.param(raw(obs(subject={"reference": "Patient/"})), "missing_subject", id="no-patient-id"),
     pytest.param(raw(obs(subject={"reference": "Group/g1"})), "missing_subject", id="group"),
-    pytest.param(
-        raw(obs(subject={"reference": "urn:uuid:0b7d4d5e-9a61-2c8f"})), "missing_subject", id="urn-uuid"
-    ),
-    pytest.param(
-        raw(obs(subject={"identifier": {"value": "MRN1"}})), "missing_subject", id="identifier-only"
-    ),
+    pytest.param(raw(obs(subject={"reference": "urn:uuid:0b7d4d5e-9a61-2c8f"})), "missing_subject", id="urn-uuid"),
+    pytest.param(raw(obs(subject={"identifier": {"value": "MRN1"}})), "missing_subject", id="identifier-only"),
     pytest.param(raw(obs(subject="Patient/p-001")), "missing_subject", id="subject-string"),
     pytest.param(raw(obs(subject={"reference": 7})), "missing_subject", id="reference-number"),
     # time
@@ -463,25 +451,19 @@ REJECTED: list[Any] = [
     pytest.param(raw(obs(effectiveDateTime="2024-03-01 08:00:00Z")), "bad_time", id="space-separator"),
     pytest.param(raw(obs(effectiveDateTime="２０２４-03-01")), "bad_time", id="fullwidth-digits"),
     pytest.param(raw(obs(effectiveDateTime=1709277330)), "bad_time", id="epoch-number"),
-    pytest.param(
-        raw(obs(effectivePeriod={"start": "2024-03-01T08:15:30Z"})), "bad_time", id="two-effective-x"
-    ),
+    pytest.param(raw(obs(effectivePeriod={"start": "2024-03-01T08:15:30Z"})), "bad_time", id="two-effective-x"),
     pytest.param(
         raw(obs(effectiveDateTime=None, effectivePeriod={"end": "2024-03-01T08:15:30Z"})),
         "bad_time",
         id="period-without-start",
     ),
-    pytest.param(
-        raw(obs(effectiveDateTime=None, effectiveInstant="2024-03-01")), "bad_time", id="date-only-instant"
-    ),
+    pytest.param(raw(obs(effectiveDateTime=None, effectiveInstant="2024-03-01")), "bad_time", id="date-only-instant"),
     # bundles
     pytest.param(raw(bundle()), "empty_bundle", id="empty-bundle"),
     pytest.param(raw({"resourceType": "Bundle", "type": "collection"}), "empty_bundle", id="bundle-no-entry"),
     pytest.param(raw(bundle(obs(), bundle_type="searchset")), "bad_bundle", id="searchset"),
     pytest.param(raw(bundle(obs(), bundle_type="history")), "bad_bundle", id="history"),
-    pytest.param(
-        raw({"resourceType": "Bundle", "entry": [{"resource": obs()}]}), "bad_bundle", id="bundle-no-type"
-    ),
+    pytest.param(raw({"resourceType": "Bundle", "entry": [{"resource": obs()}]}), "bad_bundle", id="bundle-no-type"),
     pytest.param(
         raw({"resourceType": "Bundle", "type": "batch", "entry": {"resource": obs()}}),
         "bad_bundle",
@@ -559,9 +541,7 @@ def test_build_observation_validates_with_fhir_resources_r4b() -> None:
     assert validated["status"] == "final"
     assert validated["subject"] == {"reference": "Patient/p-7"}
     assert validated["effectiveDateTime"].startswith("2024-01-02T03:04:05")
-    assert [(c["system"], c["code"]) for c in validated["code"]["coding"]] == [
-        ("http://loinc.org", "85354-9")
-    ]
+    assert [(c["system"], c["code"]) for c in validated["code"]["coding"]] == [("http://loinc.org", "85354-9")]
     assert [(c["system"], c["code"]) for c in validated["category"][0]["coding"]] == [
         ("http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs")
     ]
@@ -582,9 +562,7 @@ def test_build_observation_validates_with_fhir_resources_r4b() -> None:
 def test_fixture_validates_with_fhir_resources_r4b() -> None:
     from fhir.resources.R4B.observation import Observation
 
-    model = Observation.model_validate_json(
-        (FIXTURES / "observation-example-bloodpressure.json").read_bytes()
-    )
+    model = Observation.model_validate_json((FIXTURES / "observation-example-bloodpressure.json").read_bytes())
     assert model.id == "blood-pressure"
 
 
@@ -598,9 +576,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
 

@@ -1,0 +1,405 @@
+"""A simulated cohort of patients whose blood-pressure readings carry a ground-truth label.
+
+Pure and deterministic: the same ``(patients, seed, start, interval)`` always yields the same patients and the
+same readings. The producer publishes the readings; ``ml.train_model`` learns from them and their labels. The
+label (:class:`Truth`) never leaves Python: it is not part of the :class:`~bp.reading.Reading` and so never part
+of the FHIR resource.
+
+Patients
+    Demographics (age, sex) come from a Faker instance seeded with the seed; identifiers are pseudonyms
+    ``pt-`` + 10 hex characters drawn from ``random.Random(seed)``. No name is ever generated. Each patient gets a
+    profile (exact quota of :data:`PROFILES` shares, shuffled), a usual *daytime* pressure drawn from the profile's
+    range and nudged by age (+0.25 mmHg systolic per year from the profile's middle age) and sex (men +3/+2),
+    clipped to the profile's range.
+
+Readings (one per patient every ``interval``, patients staggered evenly within the interval)
+    value = usual x (1 - nocturnal dip x night weight) + slow biological variation (AR(1), phi 0.85,
+    SD 5/3.5 mmHg x profile variability) + cuff noise (SD 4/3 mmHg), rounded to whole mmHg and clamped to
+    plausible values (systolic 40-300, diastolic 20-200, systolic > diastolic + 10). Night weight is 1 from
+    23:30 to 05:00 local time of ``start`` (shifted per patient by up to +-60 min), 0 from 07:30 to 21:00, with
+    cosine ramps in between; the dip is drawn per patient around the profile's mean (dippers and non-dippers).
+
+Artefacts (label negative)
+    A single reading far off, not a clinical event: with probability :data:`ARTEFACT_RATE` per reading outside
+    episodes (never two in a row), a cuff error adds +40..+90/+15..+45 mmHg (70 %) or removes 25..45/15..30 mmHg (30 %).
+
+Clinical episodes (label positive while significant)
+    Start with a per-reading hazard (:data:`EPISODE_RATES` x the profile's multiplier), outside any episode and
+    at least :data:`EPISODE_COOLDOWN` readings after the last one. An episode ramps over 3-6 readings, holds 4-16
+    readings, resolves over 3-6 readings. The episode's fraction goes 1/ramp, 2/ramp, ... 1 ... then down;
+    ``Truth.episode`` names the kind on every reading of the episode and ``Truth.significant`` is true while
+    the fraction is >= 0.5 (the episode has built at least half of its amplitude).
+
+    - hypertensive crisis: towards an absolute target 185-220 / 105-130 mmHg (> 180 and/or > 120 at full hold);
+    - acute hypotension: towards 70-85 / 40-55 mmHg, and at most 80 % of the patient's pressure when the
+      episode starts (a drop of at least 20 % also for a low-pressure patient at night);
+    - sharp rise: +25..+40 / +10..+20 mmHg above the patient's own level, which may stay under 140/90 in a
+      normotensive patient (the event fixed thresholds miss).
+
+Expected shares with the defaults (asserted by the tests, see :data:`EXPECTED_SHARES`): about 6 % of readings
+inside an episode (crisis ~2 %, hypotension ~2 %, sharp rise ~2 %), ~5 % significant, 0.5 % artefacts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from itertools import islice
+
+from faker import Faker
+
+from bp.reading import Reading
+
+
+class EpisodeKind(StrEnum):
+    """The kind of clinically significant episode a reading belongs to."""
+
+    HYPERTENSIVE_CRISIS = "hypertensive_crisis"
+    ACUTE_HYPOTENSION = "acute_hypotension"
+    SHARP_RISE = "sharp_rise"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """A simulated patient: pseudonymous id, demographics and usual daytime pressure (mmHg)."""
+
+    patient_id: str
+    age: int
+    sex: str
+    profile: str
+    baseline_systolic: float
+    baseline_diastolic: float
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """Ground truth of a simulated reading (for training and evaluation only, never published)."""
+
+    significant: bool
+    episode: str | None
+    artefact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SimReading:
+    """A reading with its ground truth and its patient."""
+
+    reading: Reading
+    truth: Truth
+    patient: Patient
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A kind of patient: share of the cohort, ages, usual daytime pressure ranges and episode propensity."""
+
+    name: str
+    share: float
+    age: tuple[int, int]
+    systolic: tuple[float, float]
+    diastolic: tuple[float, float]
+    dip: float
+    variability: float
+    crisis: float
+    hypotension: float
+    sharp_rise: float
+    female_share: float = 0.5
+
+
+# Usual daytime pressure ranges follow the ACC/AHA 2017 categories (see bp.clinical); episode multipliers scale
+# EPISODE_RATES (hypertensive patients have more crises, hypotension-prone patients more hypotensive episodes).
+PROFILES: tuple[Profile, ...] = (
+    Profile("normotensive", 0.30, (20, 75), (100, 118), (64, 79), 0.12, 1.0, 0.5, 1.0, 1.2),
+    Profile("elevated", 0.12, (30, 80), (120, 129), (66, 79), 0.11, 1.0, 0.8, 0.8, 1.1),
+    Profile("hypertension_stage_1", 0.14, (35, 80), (130, 138), (80, 88), 0.10, 1.0, 1.2, 0.8, 1.0),
+    Profile("hypertension_stage_2", 0.14, (40, 85), (142, 165), (90, 102), 0.08, 1.1, 2.0, 0.8, 0.8),
+    Profile("hypotension_prone", 0.10, (18, 60), (90, 100), (55, 62), 0.10, 1.0, 0.2, 2.0, 0.8, 0.75),
+    Profile("athlete", 0.08, (18, 40), (100, 115), (52, 64), 0.12, 0.8, 0.2, 0.8, 1.0),
+    Profile("elderly_wide_pulse_pressure", 0.12, (70, 92), (140, 162), (62, 78), 0.06, 1.3, 1.5, 1.0, 0.8),
+)
+
+# Per-reading hazard of an episode starting (before the profile's multiplier).
+EPISODE_RATES: dict[EpisodeKind, float] = {
+    EpisodeKind.HYPERTENSIVE_CRISIS: 0.0012,
+    EpisodeKind.ACUTE_HYPOTENSION: 0.0011,
+    EpisodeKind.SHARP_RISE: 0.0013,
+}
+ARTEFACT_RATE = 0.005
+EPISODE_COOLDOWN = 16
+RAMP_READINGS = (3, 6)
+HOLD_READINGS = (4, 16)
+RESOLVE_READINGS = (3, 6)
+SIGNIFICANT_FRACTION = 0.5
+
+# Documented ranges (share of readings) the tests assert on a cohort of a few hundred patients.
+EXPECTED_SHARES: dict[str, tuple[float, float]] = {
+    "in_episode": (0.04, 0.10),
+    "significant": (0.03, 0.08),
+    EpisodeKind.HYPERTENSIVE_CRISIS: (0.01, 0.035),
+    EpisodeKind.ACUTE_HYPOTENSION: (0.01, 0.035),
+    EpisodeKind.SHARP_RISE: (0.012, 0.04),
+    "artefact": (0.003, 0.007),
+}
+# ACC/AHA category shares of all readings (asserted by the tests); hypotension: systolic < 90 or diastolic < 60.
+EXPECTED_CATEGORY_SHARES: dict[str, tuple[float, float]] = {
+    "normal": (0.35, 0.60),
+    "elevated": (0.04, 0.14),
+    "hypertension_stage_1": (0.08, 0.22),
+    "hypertension_stage_2": (0.15, 0.32),
+    "hypertensive_crisis": (0.01, 0.05),
+    "hypotension": (0.08, 0.22),
+}
+
+# Plausibility limits (mmHg) the simulator never leaves; same as bp.clinical's bounds.
+_SYS_MIN, _SYS_MAX = 40, 300
+_DIA_MIN, _DIA_MAX = 20, 200
+_MIN_PULSE_PRESSURE = 11
+
+_AR_PHI = 0.85
+_AR_SD = (5.0, 3.5)
+_CUFF_SD = (4.0, 3.0)
+_MINUTES_PER_DAY = 1440
+
+
+def _night_weight(minute: float) -> float:
+    """1 in deep night (23:30-05:00), 0 in the day (07:30-21:00), cosine ramps in between."""
+    h = (minute % _MINUTES_PER_DAY) / 60.0
+    if 7.5 <= h < 21.0:
+        return 0.0
+    if h >= 23.5 or h < 5.0:
+        return 1.0
+    # falling asleep 21:00 -> 23:30, waking 05:00 -> 07:30
+    x = (h - 21.0) / 2.5 if h >= 21.0 else 1.0 - (h - 5.0) / 2.5
+    return 0.5 - 0.5 * math.cos(math.pi * x)
+
+
+_NIGHT: tuple[float, ...] = tuple(_night_weight(m) for m in range(_MINUTES_PER_DAY))
+
+_TRUTH_NORMAL = Truth(False, None, False)
+_TRUTH_ARTEFACT = Truth(False, None, True)
+_TRUTH_EPISODE: dict[tuple[str, bool], Truth] = {
+    (kind.value, sig): Truth(sig, kind.value, False) for kind in EpisodeKind for sig in (False, True)
+}
+_KINDS = (EpisodeKind.HYPERTENSIVE_CRISIS, EpisodeKind.ACUTE_HYPOTENSION, EpisodeKind.SHARP_RISE)
+
+
+@dataclass(frozen=True, slots=True)
+class _SimParams:
+    """Hidden per-patient simulation parameters (not part of the Patient)."""
+
+    dip_systolic: float
+    dip_diastolic: float
+    phase_minutes: float
+    ar_sd_systolic: float
+    ar_sd_diastolic: float
+    cumulative_rates: tuple[float, float, float]
+
+
+def _quotas(n: int) -> list[Profile]:
+    """Exactly n profiles in the documented shares (largest remainder)."""
+    raw = [p.share * n for p in PROFILES]
+    counts = [int(r) for r in raw]
+    order = sorted(range(len(PROFILES)), key=lambda i: (counts[i] - raw[i], i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return [p for p, c in zip(PROFILES, counts, strict=True) for _ in range(c)]
+
+
+class Cohort:
+    """A deterministic simulated cohort; iterate :meth:`readings` for an endless, time-ordered stream."""
+
+    def __init__(
+        self,
+        patients: int,
+        seed: int,
+        start: datetime,
+        interval: timedelta = timedelta(minutes=15),
+    ) -> None:
+        if patients < 1:
+            raise ValueError(f"a cohort needs at least one patient, got {patients}")
+        if interval <= timedelta(0):
+            raise ValueError(f"interval must be positive, got {interval}")
+        if start.tzinfo is None or start.utcoffset() is None:
+            raise ValueError("start must be timezone-aware")
+        self.seed = seed
+        self.start = start
+        self.interval = interval
+        rng = random.Random(seed)
+        fake = Faker()
+        fake.seed_instance(seed)
+        profiles = _quotas(patients)
+        rng.shuffle(profiles)
+        made: list[Patient] = []
+        params: list[_SimParams] = []
+        seen: set[str] = set()
+        for profile in profiles:
+            pid = f"pt-{rng.getrandbits(40):010x}"
+            while pid in seen:
+                pid = f"pt-{rng.getrandbits(40):010x}"
+            seen.add(pid)
+            age = fake.random_int(*profile.age)
+            sex = fake.random_element(
+                OrderedDict((("female", profile.female_share), ("male", 1.0 - profile.female_share)))
+            )
+            made.append(_patient(pid, age, str(sex), profile, rng))
+            params.append(_params(profile, rng))
+        self.patients: tuple[Patient, ...] = tuple(made)
+        self._params: tuple[_SimParams, ...] = tuple(params)
+
+    def take(self, n: int) -> list[SimReading]:
+        """The first n readings of the stream."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        return list(islice(self.readings(), n))
+
+    def readings(self) -> Iterator[SimReading]:
+        """Endless stream in non-decreasing effective time; restarts from the beginning on every call.
+
+        One flat loop with local names on purpose: it runs per reading and must stay fast.
+        """
+        rng = random.Random(f"bp-stream-readings-{self.seed}")
+        gauss = rng.gauss
+        rand = rng.random
+        uniform = rng.uniform
+        randint = rng.randint
+        n = len(self.patients)
+        interval_min = self.interval.total_seconds() / 60.0
+        staggers = [self.interval * i / n for i in range(n)]
+        stagger_min = [s.total_seconds() / 60.0 for s in staggers]
+        start_min = self.start.hour * 60 + self.start.minute + self.start.second / 60.0
+        night = _NIGHT
+        phi = _AR_PHI
+        innov = math.sqrt(1.0 - phi * phi)
+        patients = self.patients
+        params = self._params
+        # Mutable per-patient state: AR(1) levels, episode plan and cooldown.
+        ar_s = [0.0] * n
+        ar_d = [0.0] * n
+        cooldown = [0] * n
+        plan: list[list[float] | None] = [None] * n
+        step = [0] * n
+        kind_of: list[str] = [""] * n
+        target_s = [0.0] * n
+        target_d = [0.0] * n
+        seq = [0] * n
+        last_artefact = [False] * n
+        # Crisis and hypotension move towards an absolute target; a sharp rise adds to the patient's own level.
+        absolute_kinds = (EpisodeKind.HYPERTENSIVE_CRISIS.value, EpisodeKind.ACUTE_HYPOTENSION.value)
+        tick_time = self.start
+        tick = 0
+        while True:
+            base_min = start_min + tick * interval_min
+            for i in range(n):
+                patient = patients[i]
+                p = params[i]
+                w = night[int(base_min + stagger_min[i] + p.phase_minutes) % _MINUTES_PER_DAY]
+                g = gauss(0.0, 1.0)
+                ar_s[i] = phi * ar_s[i] + innov * p.ar_sd_systolic * g
+                ar_d[i] = phi * ar_d[i] + innov * p.ar_sd_diastolic * (0.6 * g + 0.8 * gauss(0.0, 1.0))
+                s = patient.baseline_systolic * (1.0 - p.dip_systolic * w) + ar_s[i]
+                d = patient.baseline_diastolic * (1.0 - p.dip_diastolic * w) + ar_d[i]
+                truth = _TRUTH_NORMAL
+                fracs = plan[i]
+                if fracs is None:
+                    if cooldown[i] > 0:
+                        cooldown[i] -= 1
+                    else:
+                        r = rand()
+                        c1, c2, c3 = p.cumulative_rates
+                        if r < c3:
+                            kind = _KINDS[0] if r < c1 else _KINDS[1] if r < c2 else _KINDS[2]
+                            ramp = randint(*RAMP_READINGS)
+                            hold = randint(*HOLD_READINGS)
+                            resolve = randint(*RESOLVE_READINGS)
+                            fracs = (
+                                [(k + 1) / ramp for k in range(ramp)]
+                                + [1.0] * hold
+                                + [1.0 - (k + 1) / (resolve + 1) for k in range(resolve)]
+                            )
+                            plan[i] = fracs
+                            step[i] = 0
+                            kind_of[i] = kind.value
+                            if kind is EpisodeKind.HYPERTENSIVE_CRISIS:
+                                target_s[i] = uniform(185.0, 220.0)
+                                target_d[i] = uniform(105.0, 130.0)
+                            elif kind is EpisodeKind.ACUTE_HYPOTENSION:
+                                # at least a 20 % drop from the patient's current level (night included)
+                                target_s[i] = min(uniform(70.0, 85.0), 0.8 * s)
+                                target_d[i] = min(uniform(40.0, 55.0), 0.8 * d)
+                            else:
+                                target_s[i] = uniform(25.0, 40.0)
+                                target_d[i] = uniform(10.0, 20.0)
+                if fracs is not None:
+                    frac = fracs[step[i]]
+                    kind_value = kind_of[i]
+                    if kind_value in absolute_kinds:
+                        s += frac * (target_s[i] - s)
+                        d += frac * (target_d[i] - d)
+                    else:
+                        s += frac * target_s[i]
+                        d += frac * target_d[i]
+                    truth = _TRUTH_EPISODE[(kind_value, frac >= SIGNIFICANT_FRACTION)]
+                    step[i] += 1
+                    if step[i] == len(fracs):
+                        plan[i] = None
+                        cooldown[i] = EPISODE_COOLDOWN
+                elif rand() < ARTEFACT_RATE and not last_artefact[i]:
+                    truth = _TRUTH_ARTEFACT
+                    if rand() < 0.7:
+                        s += uniform(40.0, 90.0)
+                        d += uniform(15.0, 45.0)
+                    else:
+                        s -= uniform(25.0, 45.0)
+                        d -= uniform(15.0, 30.0)
+                si = round(s + gauss(0.0, _CUFF_SD[0]))
+                di = round(d + gauss(0.0, _CUFF_SD[1]))
+                si = _SYS_MIN if si < _SYS_MIN else _SYS_MAX if si > _SYS_MAX else si
+                di = _DIA_MIN if di < _DIA_MIN else _DIA_MAX if di > _DIA_MAX else di
+                if si - di < _MIN_PULSE_PRESSURE:
+                    di = si - _MIN_PULSE_PRESSURE
+                    if di < _DIA_MIN:
+                        di = _DIA_MIN
+                        si = _DIA_MIN + _MIN_PULSE_PRESSURE
+                last_artefact[i] = truth is _TRUTH_ARTEFACT
+                k = seq[i]
+                seq[i] = k + 1
+                pid = patient.patient_id
+                yield SimReading(
+                    Reading(pid, tick_time + staggers[i], float(si), float(di), f"{pid}-{k}"),
+                    truth,
+                    patient,
+                )
+            tick += 1
+            tick_time = tick_time + self.interval
+
+
+def _patient(pid: str, age: int, sex: str, profile: Profile, rng: random.Random) -> Patient:
+    """Usual daytime pressure in the profile's range, nudged by age and sex, clipped to the range."""
+    mid_age = (profile.age[0] + profile.age[1]) / 2.0
+    male = sex == "male"
+    s = rng.uniform(*profile.systolic) + 0.25 * (age - mid_age) + (3.0 if male else 0.0)
+    d = rng.uniform(*profile.diastolic) + (2.0 if male else 0.0)
+    s = min(max(s, profile.systolic[0]), profile.systolic[1])
+    d = min(max(d, profile.diastolic[0]), profile.diastolic[1])
+    return Patient(pid, age, sex, profile.name, round(s, 1), round(d, 1))
+
+
+def _params(profile: Profile, rng: random.Random) -> _SimParams:
+    dip = min(max(rng.gauss(profile.dip, 0.03), 0.0), 0.22)
+    var = profile.variability * rng.uniform(0.8, 1.2)
+    c1 = EPISODE_RATES[EpisodeKind.HYPERTENSIVE_CRISIS] * profile.crisis
+    c2 = c1 + EPISODE_RATES[EpisodeKind.ACUTE_HYPOTENSION] * profile.hypotension
+    c3 = c2 + EPISODE_RATES[EpisodeKind.SHARP_RISE] * profile.sharp_rise
+    return _SimParams(
+        dip_systolic=dip,
+        dip_diastolic=min(dip * 1.15, 0.25),
+        phase_minutes=rng.uniform(-60.0, 60.0),
+        ar_sd_systolic=_AR_SD[0] * var,
+        ar_sd_diastolic=_AR_SD[1] * var,
+        cumulative_rates=(c1, c2, c3),
+    )

@@ -1,0 +1,224 @@
+"""The one feature function: training (``ml.train_model``) and the consumer's online scoring both use it.
+
+Features of a reading depend on the reading and on the patient's history seen *before* it, held in a
+:class:`PatientHistory` (a few floats per patient, LRU-capped), so the consumer computes exactly what training
+computed, one reading at a time.
+
+Rolling baseline
+    The patient's usual pressure is an exponentially weighted mean (weight :data:`BASELINE_ALPHA`; a running
+    mean during the first readings) of *circadian-adjusted* values: a reading divided by the population's
+    expected nocturnal dip (:data:`EXPECTED_DIP`, 10 %: ESH/ABPM convention that a normal "dipper" falls 10-20 %
+    at night; O'Brien E et al., Lancet 1988;2:397) weighted by hour of the reading's local time. After
+    :data:`CLIP_AFTER` readings, each update is clipped to +-:data:`CLIP_SYSTOLIC`/:data:`CLIP_DIASTOLIC` mmHg,
+    so an episode or a cuff artefact barely moves the baseline. The expected value now is baseline x
+    (1 - dip x night weight); deviation = reading - expected.
+
+Artifact metadata
+    The model artifact stores its format, feature names, threshold and library versions;
+    :func:`check_artifact_metadata` refuses an artifact that does not match this code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from bp.errors import ModelError
+from bp.reading import Reading
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "systolic",
+    "diastolic",
+    "mean_arterial",
+    "pulse_pressure",
+    "baseline_systolic",
+    "baseline_diastolic",
+    "systolic_dev",
+    "diastolic_dev",
+    "systolic_dev_abs",
+    "diastolic_dev_abs",
+    "systolic_delta",
+    "diastolic_delta",
+    "systolic_delta_abs",
+    "sustained_systolic_dev",
+    "sustained_diastolic_dev",
+    "night_weight",
+    "warmup",
+)
+"""Feature order of :meth:`PatientHistory.observe` rows (mmHg unless stated).
+
+- systolic, diastolic, mean_arterial, pulse_pressure: the reading itself.
+- baseline_systolic/diastolic: the patient's rolling usual (daytime-equivalent) pressure before this reading.
+- *_dev: reading minus the expected value at this hour; *_dev_abs its magnitude.
+- *_delta: change from the previous reading of the patient (0 for the first); systolic_delta_abs its magnitude.
+- sustained_*_dev: magnitude of the deviation shared with the previous reading (min of both magnitudes when
+  both deviate in the same direction, else 0): high in an episode that builds, low on an isolated spike.
+- night_weight: 0 (day) to 1 (deep night), the weight of the expected nocturnal dip.
+- warmup: readings seen before this one / WARMUP_READINGS, capped at 1 (0 for a patient's first reading).
+"""
+
+BASELINE_ALPHA = 0.02
+EXPECTED_DIP = 0.10
+CLIP_AFTER = 5
+CLIP_SYSTOLIC = 10.0
+CLIP_DIASTOLIC = 7.0
+WARMUP_READINGS = 50
+
+# Night weight by local hour of the reading: expected nocturnal dip is EXPECTED_DIP x weight.
+NIGHT_WEIGHT_BY_HOUR: tuple[float, ...] = (
+    1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 0.6, 0.2,  # 00-07
+    0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,  # 08-15
+    0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.4, 0.8,  # 16-23
+)  # fmt: skip
+
+ARTIFACT_FORMAT = 1
+RETRAIN_HINT = "retrain with `python -m ml.train_model`"
+
+
+class _State:
+    """Rolling state of one patient (mutable, private to PatientHistory)."""
+
+    __slots__ = ("base_d", "base_s", "prev_d", "prev_dev_d", "prev_dev_s", "prev_s", "seen")
+
+    def __init__(self, base_s: float, base_d: float, prev_s: float, prev_d: float) -> None:
+        self.base_s = base_s
+        self.base_d = base_d
+        self.prev_s = prev_s
+        self.prev_d = prev_d
+        self.prev_dev_s = 0.0
+        self.prev_dev_d = 0.0
+        self.seen = 1
+
+
+def _sustained(dev: float, prev: float) -> float:
+    if dev * prev <= 0.0:
+        return 0.0
+    return min(abs(dev), abs(prev))
+
+
+class PatientHistory:
+    """Per-patient rolling state for feature computation, capped at ``max_patients`` (least recently seen out)."""
+
+    __slots__ = ("_max", "_states")
+
+    def __init__(self, max_patients: int = 100_000) -> None:
+        if max_patients < 1:
+            raise ValueError(f"max_patients must be >= 1, got {max_patients}")
+        self._max = max_patients
+        self._states: OrderedDict[str, _State] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, patient_id: object) -> bool:
+        return patient_id in self._states
+
+    def observe(self, reading: Reading) -> tuple[float, ...]:
+        """Features of ``reading`` given the history so far (order: FEATURE_NAMES); then update the history."""
+        s = reading.systolic
+        d = reading.diastolic
+        w = NIGHT_WEIGHT_BY_HOUR[reading.effective.hour]
+        factor = 1.0 - EXPECTED_DIP * w
+        states = self._states
+        pid = reading.patient_id
+        st = states.get(pid)
+        if st is None:
+            states[pid] = _State(s / factor, d / factor, s, d)
+            if len(states) > self._max:
+                states.popitem(last=False)
+            base_s = s / factor
+            base_d = d / factor
+            return (
+                s, d, d + (s - d) / 3.0, s - d, base_s, base_d,
+                0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, w, 0.0,
+            )  # fmt: skip
+        states.move_to_end(pid)
+        base_s = st.base_s
+        base_d = st.base_d
+        dev_s = s - base_s * factor
+        dev_d = d - base_d * factor
+        delta_s = s - st.prev_s
+        delta_d = d - st.prev_d
+        seen = st.seen
+        features = (
+            s,
+            d,
+            d + (s - d) / 3.0,
+            s - d,
+            base_s,
+            base_d,
+            dev_s,
+            dev_d,
+            abs(dev_s),
+            abs(dev_d),
+            delta_s,
+            delta_d,
+            abs(delta_s),
+            _sustained(dev_s, st.prev_dev_s),
+            _sustained(dev_d, st.prev_dev_d),
+            w,
+            min(seen / WARMUP_READINGS, 1.0),
+        )
+        # Update: running mean while warming up, then EWMA; clipped once the baseline has settled.
+        alpha = max(1.0 / (seen + 1), BASELINE_ALPHA)
+        r_s = s / factor - base_s
+        r_d = d / factor - base_d
+        if seen >= CLIP_AFTER:
+            r_s = CLIP_SYSTOLIC if r_s > CLIP_SYSTOLIC else -CLIP_SYSTOLIC if r_s < -CLIP_SYSTOLIC else r_s
+            r_d = CLIP_DIASTOLIC if r_d > CLIP_DIASTOLIC else -CLIP_DIASTOLIC if r_d < -CLIP_DIASTOLIC else r_d
+        st.base_s = base_s + alpha * r_s
+        st.base_d = base_d + alpha * r_d
+        st.prev_s = s
+        st.prev_d = d
+        st.prev_dev_s = dev_s
+        st.prev_dev_d = dev_d
+        st.seen = seen + 1
+        return features
+
+
+def feature_matrix(history: PatientHistory, readings: Sequence[Reading]) -> npt.NDArray[np.float64]:
+    """Observe ``readings`` in order; one row of features per reading, shape (n, len(FEATURE_NAMES))."""
+    observe = history.observe
+    rows = [observe(r) for r in readings]
+    if not rows:
+        return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def check_artifact_metadata(metadata: Mapping[str, object], *, sklearn_version: str, joblib_version: str) -> float:
+    """Validate a model artifact's metadata against this code and these libraries; return its threshold.
+
+    Raises :class:`~bp.errors.ModelError` with a one-line message saying what differs and how to fix it.
+    """
+    fmt = metadata.get("format")
+    if fmt != ARTIFACT_FORMAT or isinstance(fmt, bool):
+        raise ModelError(f"model artifact has format {fmt!r}, this code reads format {ARTIFACT_FORMAT}; {RETRAIN_HINT}")
+    names = metadata.get("feature_names")
+    if not isinstance(names, list | tuple) or list(names) != list(FEATURE_NAMES):
+        if isinstance(names, list | tuple):
+            missing = [n for n in FEATURE_NAMES if n not in names]
+            extra = [n for n in names if n not in FEATURE_NAMES]
+            detail = f"missing {missing}, unexpected {extra}" if missing or extra else "different order"
+        else:
+            detail = f"got {type(names).__name__}"
+        raise ModelError(f"model artifact features do not match this code ({detail}); {RETRAIN_HINT}")
+    for key, expected in (("sklearn_version", sklearn_version), ("joblib_version", joblib_version)):
+        found = metadata.get(key)
+        if found != expected:
+            raise ModelError(
+                f"model artifact was saved with {key.removesuffix('_version')} {found!r}, "
+                f"this environment has {expected!r}; {RETRAIN_HINT}"
+            )
+    threshold = metadata.get("threshold")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, float | int)
+        or not math.isfinite(threshold)
+        or not 0.0 < threshold < 1.0
+    ):
+        raise ModelError(f"model artifact threshold {threshold!r} is not a number in (0, 1); {RETRAIN_HINT}")
+    return float(threshold)

@@ -1,0 +1,111 @@
+"""The pure pipeline: one decision per reading, one rejection per bad message, one model call per batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bp.features import FEATURE_NAMES
+from bp.fhir import build_observation
+from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
+from consumer.pipeline import Message, Pipeline, decide
+
+T0 = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
+SYSTOLIC_COLUMN = FEATURE_NAMES.index("systolic")
+
+
+def raw(patient: str, systolic: float, diastolic: float, minutes: int = 0, obs_id: str | None = None) -> bytes:
+    reading = Reading(patient, T0 + timedelta(minutes=minutes), systolic, diastolic, obs_id or f"{patient}-{minutes}")
+    return orjson.dumps(build_observation(reading))
+
+
+class FakeModel:
+    """Risk = 0.9 when systolic is in [120, 135) (a "rise the rules miss"), else 0.1; counts its calls."""
+
+    threshold = 0.5
+    version = "fake-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows = 0
+
+    def risk(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        self.calls += 1
+        self.rows += len(features)
+        systolic = features[:, SYSTOLIC_COLUMN]
+        return np.where((systolic >= 120) & (systolic < 135), 0.9, 0.1)
+
+
+def test_rules_only_decisions() -> None:
+    pipeline = Pipeline(model=None)
+    outcomes = pipeline.decide_batch([Message(raw("p1", 112, 72)), Message(raw("p2", 150, 95)), Message(b"{")])
+    normal, anomaly, rejected = (outcome.decision for outcome in outcomes)
+    assert isinstance(normal, Normal) and normal.category == "normal" and normal.risk is None
+    assert isinstance(anomaly, Anomaly)
+    assert anomaly.priority is Priority.HIGH and anomaly.anomaly_types == ("hypertension",)
+    assert isinstance(rejected, Rejected) and rejected.reason == "not_json"
+
+
+def test_model_scores_whole_batch_in_one_call_and_sets_priority() -> None:
+    model = FakeModel()
+    pipeline = Pipeline(model=model)
+    batch = [
+        Message(raw("a", 112, 72)),  # normal, low risk
+        Message(raw("b", 128, 78)),  # no rule, model high -> high, type model_risk
+        Message(raw("c", 150, 95)),  # rule, model low -> medium (kept, not hidden)
+        Message(raw("d", 190, 100)),  # crisis, model low -> critical
+        Message(raw("e", 130, 95)),  # rule and model high -> high
+        Message(b"garbage"),
+    ]
+    decisions = [outcome.decision for outcome in pipeline.decide_batch(batch)]
+    assert model.calls == 1 and model.rows == 5
+    assert isinstance(decisions[0], Normal) and decisions[0].risk == 0.1
+    kinds = [(d.priority, d.anomaly_types) for d in decisions[1:5] if isinstance(d, Anomaly)]
+    assert kinds == [
+        (Priority.HIGH, ("model_risk",)),
+        (Priority.MEDIUM, ("hypertension",)),
+        (Priority.CRITICAL, ("hypertension", "hypertensive_crisis")),
+        (Priority.HIGH, ("hypertension", "model_risk")),
+    ]
+    assert isinstance(decisions[5], Rejected)
+    assert pipeline.model_version == "fake-1"
+
+
+def test_bundle_gives_one_outcome_per_entry_in_order() -> None:
+    entries = [{"resource": orjson.loads(raw("p", s, d, minutes=i))} for i, (s, d) in enumerate([(110, 70), (95, 55)])]
+    bundle = orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
+    outcomes = Pipeline(model=None).decide_batch([Message(bundle, offset=7), Message(raw("q", 118, 75), offset=8)])
+    assert [(o.message.offset, o.entry) for o in outcomes] == [(7, 0), (7, 1), (8, 0)]
+    assert isinstance(outcomes[0].decision, Normal) and isinstance(outcomes[1].decision, Anomaly)
+
+
+def test_tombstone_and_empty_batch() -> None:
+    pipeline = Pipeline(model=FakeModel())
+    assert pipeline.decide_batch([]) == []
+    (outcome,) = pipeline.decide_batch([Message(None)])
+    assert isinstance(outcome.decision, Rejected)
+
+
+def test_history_is_bounded() -> None:
+    pipeline = Pipeline(model=FakeModel(), max_patients=10)
+    pipeline.decide_batch([Message(raw(f"p{i}", 120, 80)) for i in range(50)])
+    assert len(pipeline.history) == 10
+
+
+def test_decide_single_message() -> None:
+    (decision,) = decide(raw("p", 85, 55), Pipeline(model=None))
+    assert isinstance(decision, Anomaly) and decision.anomaly_types == ("hypotension",)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=8))
+def test_arbitrary_batches_never_raise(values: list[bytes]) -> None:
+    outcomes = Pipeline(model=FakeModel()).decide_batch([Message(v, offset=i) for i, v in enumerate(values)])
+    offsets = [o.message.offset for o in outcomes]
+    assert offsets == sorted(offsets) and set(offsets) == set(range(len(values)))  # every message decided, in order
+    assert all(isinstance(o.decision, Normal | Anomaly | Rejected) for o in outcomes)

@@ -1,0 +1,221 @@
+"""Sinks with in-memory fakes: the archive is replay-safe, ES retries what is retryable, dead letters are acked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bp.errors import SinkError
+from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
+from consumer.pipeline import Message, Outcome
+from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive, Window, document_id
+
+T0 = datetime(2026, 5, 4, 23, 50, tzinfo=UTC)
+
+
+def normal(offset: int, partition: int = 0, minutes: int = 0, entry: int = 0) -> Outcome:
+    reading = Reading("p1", T0 + timedelta(minutes=minutes), 118, 76, f"o{partition}-{offset}-{entry}")
+    return Outcome(Message(b"x", b"p1", "bp", partition, offset), entry, Normal(reading, "normal", 0.1))
+
+
+def lines(root: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for path in sorted(root.rglob("*.jsonl")) for line in path.read_bytes().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------ archive
+def test_archive_splits_by_day_and_partition(tmp_path: Path) -> None:
+    archive = NormalArchive(tmp_path)
+    archive.write([normal(0), normal(1, minutes=20), normal(5, partition=3)])
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.jsonl"))
+    assert files == ["2026-05-04/bp.p0.jsonl", "2026-05-04/bp.p3.jsonl", "2026-05-05/bp.p0.jsonl"]
+    first = lines(tmp_path)[0]
+    assert first["source_partition"] == 0 and first["source_offset"] == 0 and first["systolic"] == 118
+
+
+def test_archive_replay_writes_nothing_twice(tmp_path: Path) -> None:
+    NormalArchive(tmp_path).write([normal(0), normal(1), normal(2)])
+    restarted = NormalArchive(tmp_path)  # a new process: positions come from the files
+    written = restarted.write([normal(1), normal(2), normal(3)])
+    assert written == 1 and restarted.skipped == 2
+    assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2, 3]
+
+
+def test_archive_bundle_entries_resume_after_partial_write(tmp_path: Path) -> None:
+    NormalArchive(tmp_path).write([normal(4, entry=0)])
+    NormalArchive(tmp_path).write([normal(4, entry=0), normal(4, entry=1)])
+    assert [(line["source_offset"], line["source_entry"]) for line in lines(tmp_path)] == [(4, 0), (4, 1)]
+
+
+def test_archive_cuts_a_torn_last_line(tmp_path: Path) -> None:
+    NormalArchive(tmp_path).write([normal(0), normal(1)])
+    (path,) = tmp_path.rglob("*.jsonl")
+    with path.open("ab") as handle:
+        handle.write(b'{"patient_id": "p1", "source_off')  # crash mid-write
+    NormalArchive(tmp_path).write([normal(2)])
+    assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2]
+
+
+def test_archive_forget_rereads_positions(tmp_path: Path) -> None:
+    mine, other = NormalArchive(tmp_path), NormalArchive(tmp_path)
+    mine.write([normal(0)])
+    other.write([normal(1)])  # another consumer owned the partition meanwhile
+    mine.forget()  # rebalance
+    mine.write([normal(1), normal(2)])
+    assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2]
+
+
+def test_archive_write_failure_is_a_sink_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SinkError):
+        NormalArchive(blocker).write([normal(0)])
+
+
+# -------------------------------------------------------------------------------------------- elasticsearch
+class FakeBulk:
+    """Answers bulk requests from a script: a list of callables taking the operations."""
+
+    def __init__(self, *script: Callable[[list[dict[str, Any]]], Any]) -> None:
+        self.script = list(script)
+        self.requests: list[list[dict[str, Any]]] = []
+        self.stored: dict[str, dict[str, Any]] = {}
+
+    def bulk(self, *, operations: list[dict[str, Any]], refresh: bool | str = False) -> Any:
+        self.requests.append(operations)
+        step = self.script.pop(0) if self.script else ok
+        return step(operations) if not isinstance(step, Exception) else _raise(step)
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def ok(operations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"errors": False, "items": [{"index": {"status": 201}} for _ in operations[::2]]}
+
+
+def statuses(*codes: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    def answer(operations: list[dict[str, Any]]) -> dict[str, Any]:
+        assert len(operations) // 2 == len(codes)
+        items = []
+        for code in codes:
+            item: dict[str, Any] = {"status": code}
+            if code >= 300:
+                item["error"] = {"type": "document_parsing_exception" if code == 400 else "es_rejected", "reason": "x"}
+            items.append({"index": item})
+        return {"errors": True, "items": items}
+
+    return answer
+
+
+def docs(n: int) -> list[tuple[str, str, dict[str, Any]]]:
+    return [("bp-anomalies", f"id{i}", {"n": i}) for i in range(n)]
+
+
+def test_bulk_retries_429_items_and_returns_400_items() -> None:
+    waits: list[float] = []
+    client = FakeBulk(statuses(201, 429, 400, 503), statuses(201, 201))
+    result = ElasticsearchSink(client, on_wait=waits.append).index(docs(4))
+    assert result.indexed == 3
+    assert result.rejected == [(2, "document_parsing_exception: x")]
+    retried_ids = [op["index"]["_id"] for op in client.requests[1][::2]]
+    assert retried_ids == ["id1", "id3"]
+    assert len(waits) == 1
+
+
+def test_bulk_retries_connection_errors_with_growing_backoff() -> None:
+    waits: list[float] = []
+    client = FakeBulk(ConnectionError("down"), ConnectionError("down"), ConnectionError("down"), ok)
+    sink = ElasticsearchSink(client, on_wait=waits.append, backoff_initial_s=0.1, backoff_max_s=0.3)
+    assert sink.index(docs(2)).indexed == 2
+    assert waits == [0.1, 0.2, 0.3]
+    assert sink.outage_since is None
+
+
+def test_bulk_gives_up_only_when_told_to_stop() -> None:
+    client = FakeBulk(*[ConnectionError("down")] * 5)
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(SinkError):
+        ElasticsearchSink(client, on_wait=lambda _: None, should_stop=stop_after_three).index(docs(1))
+    assert len(client.requests) == 4
+
+
+def test_bulk_chunks_large_batches() -> None:
+    client = FakeBulk()
+    assert ElasticsearchSink(client, chunk_size=3).index(docs(7)).indexed == 7
+    assert [len(request) // 2 for request in client.requests] == [3, 3, 1]
+
+
+def test_document_id_is_stable_and_prefers_the_observation_id() -> None:
+    with_id = Reading("p", T0, 150, 95, "obs-1")
+    assert document_id(with_id) == "obs-1"
+    without = Reading("p", T0, 150, 95, None)
+    assert document_id(without) == document_id(Reading("p", T0, 150, 95, None))
+    assert document_id(without) != document_id(Reading("p", T0, 151, 95, None))
+
+
+# --------------------------------------------------------------------------------------------- dead letters
+class FakeFuture:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, timeout: float) -> None:
+        if self.error:
+            raise self.error
+
+
+class FakeProducer:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail = fail
+        self.flushed = 0
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> FakeFuture:
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": dict(headers)})
+        return FakeFuture(RuntimeError("broker said no") if self.fail else None)
+
+    def flush(self, timeout: float) -> None:
+        self.flushed += 1
+
+
+def test_dead_letters_keep_bytes_key_and_carry_reason_headers() -> None:
+    producer = FakeProducer()
+    message = Message(b"\xff bad", b"k1", "bp", 2, 41, headers=(("content-type", b"application/fhir+json"),))
+    assert DeadLetters(producer, "bp.dlq").send([(message, Rejected("not_utf8", "byte 0xff", "parse"))]) == 1
+    (letter,) = producer.sent
+    assert letter["topic"] == "bp.dlq" and letter["value"] == b"\xff bad" and letter["key"] == b"k1"
+    headers = letter["headers"]
+    assert headers["reason"] == b"not_utf8" and headers["stage"] == b"parse"
+    assert (headers["source-topic"], headers["source-partition"], headers["source-offset"]) == (b"bp", b"2", b"41")
+    assert headers["original-content-type"] == b"application/fhir+json"
+    assert producer.flushed == 1
+
+
+def test_unacknowledged_dead_letters_are_a_sink_error() -> None:
+    with pytest.raises(SinkError):
+        DeadLetters(FakeProducer(fail=True), "bp.dlq").send([(Message(b"x"), Rejected("not_json", "x"))])
+
+
+# ------------------------------------------------------------------------------------------------ stats
+def test_window_counts_and_merge_leaves_original_untouched() -> None:
+    reading = Reading("p", T0, 190, 100, "x")
+    crisis = Anomaly(
+        reading, "hypertensive_crisis", ("hypertension", "hypertensive_crisis"), ("r",), Priority.CRITICAL, None
+    )
+    window = Window(T0)
+    merged = window.merged([normal(0), Outcome(Message(b""), 0, crisis), Outcome(Message(b""), 0, Rejected("x", "y"))])
+    assert window.total == 0
+    document = merged.document("c1", T0 + timedelta(seconds=5))
+    assert (document["total"], document["normal"], document["anomalies"], document["rejected"]) == (3, 1, 1, 1)
+    assert document["anomaly_rate"] == 0.5 and document["priority_critical"] == 1
+    assert document["anomalies_hypertensive_crisis"] == 1 and document["window_seconds"] == 5.0

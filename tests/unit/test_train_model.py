@@ -1,0 +1,234 @@
+"""Training on a tiny simulated cohort: determinism, no leakage, metrics reproducible from predictions."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import sklearn
+from sklearn.metrics import roc_auc_score
+
+from bp.clinical import Category, assess, categorize, is_actionable, prioritize
+from bp.cohort import EpisodeKind
+from bp.errors import ModelError
+from bp.features import FEATURE_NAMES, check_artifact_metadata
+from ml import train_model
+
+TINY = ["--patients", "30", "--days", "2", "--seed", "3", "--quiet"]
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+    artifact: Path
+    card: Path
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.artifact.with_suffix(".metrics.json").read_text())
+        return loaded
+
+    @property
+    def sidecar(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.artifact.with_suffix(".json").read_text())
+        return loaded
+
+    def predictions(self) -> list[dict[str, str]]:
+        with self.artifact.with_suffix(".predictions.csv").open(newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def train(directory: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> Run:
+    artifact = directory / "artifacts" / "model.joblib"
+    card = directory / "MODEL_CARD.md"
+    code = train_model.main([*TINY, "--output", str(artifact), "--model-card", str(card), *extra])
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err, artifact, card)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    directory = tmp_path_factory.mktemp("train")
+    artifact = directory / "artifacts" / "model.joblib"
+    card = directory / "MODEL_CARD.md"
+    code = train_model.main([*TINY, "--output", str(artifact), "--model-card", str(card)])
+    return Run(code, "", "", artifact, card)
+
+
+def test_run_writes_every_output(tiny_run: Run) -> None:
+    assert tiny_run.code == 0
+    for path in (
+        tiny_run.artifact,
+        tiny_run.artifact.with_suffix(".json"),
+        tiny_run.artifact.with_suffix(".metrics.json"),
+        tiny_run.artifact.with_suffix(".predictions.csv"),
+        tiny_run.card,
+    ):
+        assert path.is_file(), path
+    assert not list(tiny_run.artifact.parent.glob(".*.tmp"))
+    card = tiny_run.card.read_text()
+    assert "Not a medical device" in card
+    assert tiny_run.sidecar["model_version"] in card
+
+
+def test_same_seed_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Run) -> None:
+    again = train(tmp_path, capsys)
+    assert again.code == 0
+    assert again.metrics == tiny_run.metrics
+    first, second = tiny_run.sidecar, again.sidecar
+    for key in ("training_fingerprint", "model_version", "threshold", "splits", "params"):
+        assert first[key] == second[key], key
+    assert "Model only" in again.out  # the table is printed
+
+
+def test_different_seed_different_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Run) -> None:
+    other = train(tmp_path, capsys, "--seed", "4")
+    assert other.code == 0
+    assert other.sidecar["training_fingerprint"] != tiny_run.sidecar["training_fingerprint"]
+
+
+def test_no_patient_in_two_splits(tiny_run: Run) -> None:
+    splits = {name: set(ids) for name, ids in tiny_run.sidecar["splits"].items()}
+    assert set(splits) == {"train", "validation", "test"}
+    assert all(splits.values())
+    assert splits["train"].isdisjoint(splits["validation"])
+    assert splits["train"].isdisjoint(splits["test"])
+    assert splits["validation"].isdisjoint(splits["test"])
+    assert sum(len(s) for s in splits.values()) == 30
+    assert {row["patient_id"] for row in tiny_run.predictions()} == splits["test"]
+
+
+@pytest.mark.parametrize("n", [3, 4, 10, 101, 400])
+def test_split_patients_partitions(n: int) -> None:
+    splits = train_model.split_patients(n, seed=1)
+    together = np.concatenate(list(splits.values()))
+    assert sorted(together.tolist()) == list(range(n))
+    assert all(idx.size >= 1 for idx in splits.values())
+
+
+def test_metrics_file_matches_recomputation_from_predictions(tiny_run: Run) -> None:
+    rows = tiny_run.predictions()
+    metrics = tiny_run.metrics
+    threshold = tiny_run.sidecar["threshold"]
+    label = np.array([r["label"] == "1" for r in rows])
+    risk = np.array([float(r["risk"]) for r in rows])
+    systolic = [float(r["systolic"]) for r in rows]
+    diastolic = [float(r["diastolic"]) for r in rows]
+    # Recompute the flags from the clinical rules and the saved risks, independently of the training code.
+    rule = np.array([assess(s, d).is_rule_anomaly for s, d in zip(systolic, diastolic, strict=True)])
+    stage2 = np.array(
+        [categorize(s, d) in (Category.STAGE_2, Category.CRISIS) for s, d in zip(systolic, diastolic, strict=True)]
+    )
+    actionable = np.array(
+        [
+            is_actionable(prioritize(assess(s, d), r, threshold))
+            for s, d, r in zip(systolic, diastolic, risk.tolist(), strict=True)
+        ]
+    )
+    flags = {"rules": rule, "acc_aha_stage2_plus": stage2, "model": risk >= threshold, "actionable": actionable}
+    saved = {
+        "rules": "rule_flag",
+        "acc_aha_stage2_plus": "stage2_flag",
+        "model": "model_flag",
+        "actionable": "actionable_flag",
+    }
+    assert metrics["readings"] == len(rows)
+    assert metrics["positives"] == int(label.sum())
+    for name, flag in flags.items():
+        assert [r[saved[name]] == "1" for r in rows] == flag.tolist(), name
+        tp = int((flag & label).sum())
+        fp = int((flag & ~label).sum())
+        fn = int((~flag & label).sum())
+        m = metrics["methods"][name]
+        assert (m["tp"], m["fp"], m["fn"]) == (tp, fp, fn), name
+        assert m["recall"] == pytest.approx(tp / (tp + fn))
+        assert m["precision"] == pytest.approx(tp / (tp + fp) if tp + fp else 0.0)
+        assert m["false_alerts_per_1000"] == pytest.approx(1000 * fp / len(rows))
+    assert metrics["model_scores"]["roc_auc"] == pytest.approx(roc_auc_score(label, risk))
+    assert metrics["model_scores"]["brier"] == pytest.approx(float(np.mean((risk - label) ** 2)))
+    for kind in EpisodeKind:
+        mask = label & np.array([r["episode"] == kind.value for r in rows])
+        assert metrics["recall_by_episode"][kind.value]["n"] == int(mask.sum())
+        if mask.any():
+            assert metrics["recall_by_episode"][kind.value]["actionable"] == pytest.approx(actionable[mask].mean())
+    # Every reading in crisis range is critical.
+    for row, s, d in zip(rows, systolic, diastolic, strict=True):
+        if categorize(s, d) is Category.CRISIS:
+            assert row["priority"] == "critical"
+
+
+def test_tiny_model_beats_a_constant_predictor(tiny_run: Run) -> None:
+    scores = tiny_run.metrics["model_scores"]
+    assert scores["roc_auc"] > 0.6
+    assert scores["brier"] < scores["brier_constant_base_rate"]
+
+
+def test_artifact_loads_and_passes_its_own_check(tiny_run: Run) -> None:
+    artifact = joblib.load(tiny_run.artifact)
+    metadata = artifact["metadata"]
+    threshold = check_artifact_metadata(
+        metadata, sklearn_version=sklearn.__version__, joblib_version=joblib.__version__
+    )
+    assert threshold == tiny_run.sidecar["threshold"]
+    assert tiny_run.sidecar["sha256"] == hashlib.sha256(tiny_run.artifact.read_bytes()).hexdigest()
+    assert tiny_run.sidecar["model_version"] == "logreg-" + tiny_run.sidecar["training_fingerprint"][:12]
+    assert {k: v for k, v in tiny_run.sidecar.items() if k != "sha256"} == metadata
+    risk = artifact["pipeline"].predict_proba(np.zeros((2, len(FEATURE_NAMES))))[:, 1]
+    assert risk.shape == (2,)
+
+
+def test_artifact_with_a_removed_feature_is_refused(tiny_run: Run) -> None:
+    metadata = dict(joblib.load(tiny_run.artifact)["metadata"])
+    metadata["feature_names"] = metadata["feature_names"][1:]
+    with pytest.raises(ModelError, match="feature") as info:
+        check_artifact_metadata(metadata, sklearn_version=sklearn.__version__, joblib_version=joblib.__version__)
+    assert "python -m ml.train_model" in str(info.value)
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = train_model.main([*TINY, "--output", str(blocker / "model.joblib")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "cannot write" in lines[0]
+    assert "not a directory" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--patients", "0"],
+        ["--patients", "2"],
+        ["--days", "0"],
+        ["--interval-minutes", "0"],
+        ["--output", "model.pkl"],
+    ],
+)
+def test_bad_values_are_one_clear_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_model.main(["--quiet", "--model-card", str(tmp_path / "card.md"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("train_model: error:")
+    assert not (tmp_path / "card.md").exists()
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["--patients", "many"]])
+def test_nonsense_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train_model.main(argv)
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
