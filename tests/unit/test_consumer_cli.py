@@ -1,0 +1,137 @@
+"""The consumer without Kafka: --check, model loading and its refusals, flag errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import joblib
+import orjson
+import pytest
+import sklearn
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline as SkPipeline
+from sklearn.preprocessing import StandardScaler
+
+from bp.cohort import Cohort
+from bp.errors import ModelError
+from bp.features import ARTIFACT_FORMAT, FEATURE_NAMES, PatientHistory, feature_matrix
+from bp.fhir import build_observation
+from consumer.pipeline import Message, Pipeline
+from consumer.scoring import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+HL7_EXAMPLE = ROOT / "tests" / "fixtures" / "observation-example-bloodpressure.json"
+
+
+def consumer(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.consumer", *args],
+        cwd=ROOT, input=stdin, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model fitted here on simulated data, saved in the artifact format the consumer checks."""
+    sims = Cohort(patients=40, seed=3, start=datetime(2026, 1, 1, tzinfo=UTC), interval=timedelta(minutes=30)).take(
+        8000
+    )
+    matrix = feature_matrix(PatientHistory(), [sim.reading for sim in sims])
+    labels = [sim.truth.significant for sim in sims]
+    model = SkPipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(max_iter=500))]).fit(matrix, labels)
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "feature_names": list(FEATURE_NAMES),
+        "threshold": 0.4,
+        "sklearn_version": sklearn.__version__,
+        "joblib_version": joblib.__version__,
+        "model_version": "test-small",
+    }
+    path = tmp_path_factory.mktemp("model") / "small.joblib"
+    joblib.dump({"pipeline": model, "metadata": metadata}, path)
+    sidecar = {**metadata, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_check_runs_the_official_hl7_example() -> None:
+    result = consumer("--check", str(HL7_EXAMPLE), "--rules-only")
+    assert result.returncode == 0, result.stderr
+    (decision,) = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert (decision["systolic"], decision["diastolic"], decision["patient_id"]) == (107, 60, "example")
+    assert decision["decision"] == "normal"
+
+
+def test_check_reads_json_lines_from_stdin_with_a_model(small_model: Path) -> None:
+    start = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    lines = [orjson.dumps(build_observation(sim.reading)) for sim in Cohort(5, 1, start).take(30)]
+    stdin = b"\n".join([*lines, b"{broken", b'{"resourceType": "Patient"}'])
+    result = consumer("--check", "-", "--model", str(small_model), stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    decisions = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(decisions) == 32
+    assert [d["reason"] for d in decisions[-2:]] == ["not_json", "wrong_resource_type"]
+    assert all(0.0 <= d["risk"] <= 1.0 for d in decisions[:30])
+
+
+def test_loaded_model_scores_a_batch(small_model: Path) -> None:
+    model = load_model(small_model)
+    assert model.threshold == 0.4 and model.version == "test-small"
+    start = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    messages = [Message(orjson.dumps(build_observation(s.reading))) for s in Cohort(10, 2, start).take(200)]
+    outcomes = Pipeline(model).decide_batch(messages)
+    assert len(outcomes) == 200 and all(o.decision.risk is not None for o in outcomes)  # type: ignore[union-attr]
+
+
+def copy_model(small_model: Path, tmp_path: Path) -> Path:
+    target = tmp_path / small_model.name
+    target.write_bytes(small_model.read_bytes())
+    target.with_suffix(".json").write_bytes(small_model.with_suffix(".json").read_bytes())
+    return target
+
+
+def test_refuses_a_tampered_artifact(small_model: Path, tmp_path: Path) -> None:
+    path = copy_model(small_model, tmp_path)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(path)
+
+
+def test_refuses_mismatched_features_and_says_how_to_retrain(small_model: Path, tmp_path: Path) -> None:
+    path = copy_model(small_model, tmp_path)
+    bundle = joblib.load(path)
+    bundle["metadata"]["feature_names"] = list(FEATURE_NAMES[:-1])
+    joblib.dump(bundle, path)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match=r"python -m ml\.train_model"):
+        load_model(path)
+    result = consumer("--check", str(HL7_EXAMPLE), "--model", str(path))
+    assert result.returncode == 3
+    assert result.stderr.count(b"\n") == 1 and b"features do not match" in result.stderr
+
+
+def test_missing_model_is_one_line(tmp_path: Path) -> None:
+    result = consumer("--check", str(HL7_EXAMPLE), "--model", str(tmp_path / "none.joblib"))
+    assert result.returncode == 3 and b"not found" in result.stderr and b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--batch-size", "0", "--check", "-", "--rules-only"], 2, b"batch_size"),
+        (["--stop-when-idle", "soon"], 2, b"usage:"),
+        (["--check", "/nonexistent/file.json", "--rules-only"], 2, b"cannot read"),
+        (["--es-url", "http://127.0.0.1:1", "--rules-only", "--check", "-"], 0, b""),  # --check needs no ES
+    ],
+)
+def test_bad_flags_are_one_readable_line(args: list[str], code: int, needle: bytes) -> None:
+    result = consumer(*args, stdin=b"")
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr and b"Traceback" not in result.stderr

@@ -1,0 +1,99 @@
+"""The producer's output without Kafka: FHIR R4 conformance, exact codes, determinism, pacing, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from fhir.resources.R4B.observation import Observation
+
+from producer.producer import build_parser, paced, run_dry
+
+ROOT = Path(__file__).resolve().parents[2]
+START = "2026-02-01T06:00:00+01:00"
+
+
+def dry_run(*flags: str) -> list[bytes]:
+    args = build_parser().parse_args(["--dry-run", "--rate", "0", "--start", START, *flags])
+    out = io.BytesIO()
+
+    class Never:
+        stopped = False
+
+    run_dry(args, out, Never())  # type: ignore[arg-type]
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_observation_conforms_and_carries_exact_codes(seed: int) -> None:
+    lines = dry_run("--count", "1000", "--seed", str(seed), "--patients", "30")
+    assert len(lines) == 1000
+    for line in lines:
+        resource = orjson.loads(line)
+        Observation.model_validate(resource)  # the reference model of FHIR R4B: raises if it does not conform
+        assert resource["status"] == "final"
+        category = resource["category"][0]["coding"][0]
+        assert category["system"] == "http://terminology.hl7.org/CodeSystem/observation-category"
+        assert category["code"] == "vital-signs"
+        assert resource["code"]["coding"][0] == {
+            "system": "http://loinc.org",
+            "code": "85354-9",
+            "display": "Blood pressure panel with all children optional",
+        }
+        assert resource["subject"]["reference"].startswith("Patient/pt-")
+        assert resource["effectiveDateTime"].endswith("+01:00")
+        codes = [component["code"]["coding"][0]["code"] for component in resource["component"]]
+        assert codes == ["8480-6", "8462-4"]
+        for component in resource["component"]:
+            quantity = component["valueQuantity"]
+            assert quantity["system"] == "http://unitsofmeasure.org"
+            assert quantity["code"] == "mm[Hg]" and quantity["unit"] == "mmHg"
+            assert isinstance(quantity["value"], int | float)
+        assert b"truth" not in line and b"episode" not in line  # ground truth never enters the resource
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
+    first = dry_run("--count", "300", "--seed", "5")
+    assert first == dry_run("--count", "300", "--seed", "5")
+    assert first != dry_run("--count", "300", "--seed", "6")
+
+
+def test_paced_keeps_the_overall_rate_without_drift() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    items = list(paced(iter(range(11)), rate=5.0, clock=lambda: now[0], sleep=sleep))
+    assert items == list(range(11))
+    assert now[0] == pytest.approx(2.0)  # 10 intervals of 0.2 s
+    assert list(paced(iter(range(3)), rate=0, clock=lambda: 0.0, sleep=sleep)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--rate", "-1"], ["--count", "x"], ["--patients", "0"], ["--start", "2026-01-01T00:00:00"], ["--nope"]],
+)
+def test_bad_flags_give_a_usage_error(flags: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "producer.producer", "--dry-run", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_cli_writes_json_lines_and_a_summary() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "producer.producer", "--dry-run", "--count", "20", "--rate", "0", "--seed", "1"],
+        cwd=ROOT, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 20
+    assert b"sent 20, acked 20, failed 0" in result.stderr
