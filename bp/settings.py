@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     max_patients: int = Field(100_000, ge=1, description="per-patient history kept for features (LRU cap)")
     stats_interval_s: float = Field(5.0, gt=0, description="seconds between statistics documents")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to (0.0.0.0 in containers)")
 
     @field_validator("compression")
     @classmethod

@@ -26,6 +26,7 @@ import orjson
 from bp.errors import BpError, ConfigError, EndpointError, ModelError, SinkError
 from bp.reading import Anomaly, Normal, Rejected
 from bp.settings import Settings, load_settings
+from consumer.metrics import Metrics
 from consumer.pipeline import Message, Outcome, Pipeline
 from consumer.scoring import load_model
 from consumer.sinks import (
@@ -281,17 +282,18 @@ def rebalance_listener(archive: NormalArchive) -> Any:
     return Rebalance()
 
 
-def lag(consumer: Any) -> int | None:
-    total = 0
+def lag(consumer: Any) -> dict[int, int] | None:
+    """Messages behind the high watermark, per assigned partition (None when not known yet)."""
+    lags: dict[int, int] = {}
     try:
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
                 return None
-            total += max(0, high - consumer.position(tp))
+            lags[tp.partition] = max(0, high - consumer.position(tp))
     except Exception:  # lag is informative only
         return None
-    return total
+    return lags
 
 
 def to_message(record: Any) -> Message:
@@ -319,9 +321,22 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
     archive = NormalArchive(settings.archive_dir)
     consumer, producer = make_kafka(settings, rebalance_listener(archive))
     name = settings.consumer_instance_id or f"consumer-{id(consumer) & 0xFFFF:04x}"
+    metrics = Metrics()
+    metrics_server = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_server = metrics.serve(settings.metrics_port, settings.metrics_host)
+        except OSError as exc:
+            consumer.close(autocommit=False)
+            producer.close(timeout=5)
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+            ) from None
+        log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     def keep_alive(delay: float) -> None:
         """Wait during a sink outage without leaving the group: pause, poll (returns nothing), sleep."""
+        metrics.retries.labels("elasticsearch").inc()
         end = time.monotonic() + delay
         consumer.pause(*consumer.assignment())
         while time.monotonic() < end and not stop:
@@ -343,6 +358,7 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
     totals = processor.totals
     idle_since = time.monotonic()
     next_progress = time.monotonic() + PROGRESS_EVERY_S
+    index_rejected_seen = 0
     try:
         while not stop:
             if args.max_messages and totals.messages >= args.max_messages:
@@ -358,13 +374,16 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
                     break
                 if not stop:
                     time.sleep(IDLE_SLEEP_S)
-                _progress(totals, consumer, next_progress)
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + PROGRESS_EVERY_S
+                    _progress(totals, consumer, metrics)
                 continue
-            idle_since = time.monotonic()
+            idle_since = batch_started = time.monotonic()
             messages = [to_message(record) for record in records]
             try:
-                processor.process(messages)
+                outcomes = processor.process(messages)
             except SinkError as exc:
+                metrics.retries.labels("batch").inc()
                 log.error("batch not committed: %s", exc)
                 if stop:
                     break
@@ -381,9 +400,13 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
                 consumer.commit(offsets)
             except CommitFailedError as exc:  # a rebalance took the partitions: the new owner replays (idempotent)
                 log.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+            metrics.record_batch(outcomes, len(messages), time.monotonic() - batch_started)
+            if processor.index_rejected > index_rejected_seen:
+                metrics.rejects.labels("index_rejected").inc(processor.index_rejected - index_rejected_seen)
+                index_rejected_seen = processor.index_rejected
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY_S
-                _progress(totals, consumer, 0)
+                _progress(totals, consumer, metrics)
         # Flush the last statistics window.
         try:
             processor.process([], final=True)
@@ -395,16 +418,18 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
         consumer.close(autocommit=False)
         producer.close(timeout=10)
         es_client.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
     totals_extra = {"index_rejected": processor.index_rejected, "archive_skipped_replays": archive.skipped}
     log.info("done: %s; %s", totals.line(), totals_extra)
     return totals
 
 
-def _progress(totals: Totals, consumer: Any, due: float) -> None:
-    if time.monotonic() < due:
-        return
+def _progress(totals: Totals, consumer: Any, metrics: Metrics) -> None:
     current = lag(consumer)
-    log.info("%s, lag %s", totals.line(), "?" if current is None else current)
+    if current is not None:
+        metrics.record_lag(current)
+    log.info("%s, lag %s", totals.line(), "?" if current is None else sum(current.values()))
 
 
 # -------------------------------------------------------------------------------------------------- check
@@ -505,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stop-when-idle", type=_seconds, metavar="SECONDS", help="exit after this long without messages")
     add("--max-messages", type=_count, metavar="N", help="exit after N messages")
     add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
+    add("--metrics-port", type=int, help="serve Prometheus metrics on this port (env BP_METRICS_PORT; default off)")
     add("--summary-json", type=Path, metavar="FILE", help="also write the final summary as JSON to FILE")
     add("--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -564,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
             session_timeout_ms=args.session_timeout_ms,
             max_poll_interval_ms=args.max_poll_interval_ms,
             auto_offset_reset=args.offset_reset,
+            metrics_port=args.metrics_port,
         )
         if args.check is not None:
             totals = run_check(settings, args.check, sys.stdout.buffer)

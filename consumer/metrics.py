@@ -1,0 +1,66 @@
+"""Prometheus metrics of the consumer (``--metrics-port``; off by default).
+
+Each consumer process owns a private registry, so tests and embedded uses never collide with the global one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from bp.reading import Anomaly, Normal, Rejected
+from consumer.pipeline import Outcome
+
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Counters, histograms and gauges the loop updates once per batch."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("bp_messages_consumed", "Kafka messages consumed and committed", registry=r)
+        self.decisions = Counter("bp_decisions", "Decisions by outcome", ["outcome"], registry=r)
+        self.anomalies = Counter("bp_anomalies", "Anomalies by type (a reading may have several)", ["type"], registry=r)
+        self.priorities = Counter("bp_anomaly_priority", "Anomalies by priority", ["priority"], registry=r)
+        self.rejects = Counter("bp_rejected", "Dead-lettered messages by reason", ["reason"], registry=r)
+        self.retries = Counter(
+            "bp_sink_retries", "Sink write attempts that failed and were retried", ["sink"], registry=r
+        )
+        self.batch_size = Histogram("bp_batch_size", "Messages per batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(
+            "bp_batch_seconds", "Time to decide, write and commit a batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.lag = Gauge("bp_consumer_lag", "Messages behind the end of each partition", ["partition"], registry=r)
+        for outcome in ("normal", "anomaly", "rejected"):
+            self.decisions.labels(outcome)  # export zeros from the start
+
+    def serve(self, port: int, host: str) -> Any:
+        """Expose /metrics over HTTP; returns the server (call .shutdown() to stop)."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server
+
+    def record_batch(self, outcomes: Iterable[Outcome], messages: int, seconds: float) -> None:
+        self.messages.inc(messages)
+        self.batch_size.observe(messages)
+        self.batch_seconds.observe(seconds)
+        for outcome in outcomes:
+            decision = outcome.decision
+            if isinstance(decision, Normal):
+                self.decisions.labels("normal").inc()
+            elif isinstance(decision, Anomaly):
+                self.decisions.labels("anomaly").inc()
+                self.priorities.labels(decision.priority.value).inc()
+                for kind in decision.anomaly_types:
+                    self.anomalies.labels(kind).inc()
+            elif isinstance(decision, Rejected):
+                self.decisions.labels("rejected").inc()
+                self.rejects.labels(decision.reason).inc()
+
+    def record_lag(self, lags: dict[int, int]) -> None:
+        for partition, value in lags.items():
+            self.lag.labels(str(partition)).set(value)
