@@ -177,7 +177,10 @@ def test_two_consumers_split_the_partitions_and_process_everything_once(
     for process, err in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err[-3000:]
     summaries = [orjson.loads((tmp_path / instance).read_bytes()) for instance in ("a", "b")]
-    assert sum(summary["messages"] for summary in summaries) == len(messages)
+    # At-least-once: a batch in flight when the second member joins may be replayed by its new owner (at most
+    # one batch per partition moved); the idempotent sinks below must still hold everything exactly once.
+    processed = sum(summary["messages"] for summary in summaries)
+    assert len(messages) <= processed <= len(messages) + 6 * 200
     assert all(summary["messages"] > 0 for summary in summaries), "one consumer got no partition"
     ids = indexed_ids(es, names["index"])
     assert len(ids) == len(set(ids)) and set(ids) == anomalies
