@@ -221,7 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer.producer",
         description="Simulate a cohort of patients and publish FHIR R4 blood-pressure Observations to Kafka.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--bootstrap-servers", help="Kafka bootstrap servers (env BP_KAFKA_BOOTSTRAP; default localhost:9092)"
@@ -231,11 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--partitions", type=int, help="partitions when creating the topic (env BP_PARTITIONS; default 6)"
     )
     parser.add_argument("--compression", help="lz4 | gzip | zstd | none (env BP_COMPRESSION; default lz4)")
-    parser.add_argument("--patients", type=_positive_int, default=50, help="cohort size")
+    parser.add_argument("--patients", type=_positive_int, default=50, help="cohort size (default 50)")
     parser.add_argument(
-        "--rate", type=_non_negative_float, default=5.0, help="readings per second overall; 0 = as fast as possible"
+        "--rate", type=_non_negative_float, default=5.0, help="readings per second overall; 0 = as fast as possible (default 5)"
     )
-    parser.add_argument("--count", type=_non_negative_int, default=0, help="readings to publish; 0 = until stopped")
+    parser.add_argument("--count", type=_non_negative_int, default=0, help="readings to publish; 0 = until stopped (default 0)")
     parser.add_argument(
         "--seed", type=int, default=None, help="simulation seed (default: random, printed in the summary)"
     )
