@@ -144,9 +144,7 @@ def build_observation(
         "status": "final",
         "category": [
             {
-                "coding": [
-                    {"system": OBSERVATION_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}
-                ],
+                "coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}],
                 "text": "Vital Signs",
             }
         ],
@@ -164,9 +162,7 @@ def build_observation(
         "effectiveDateTime": reading.effective.isoformat(),
     }
     if interpretation is not None:
-        resource["interpretation"] = [
-            {"coding": [{"system": INTERPRETATION_SYSTEM, "code": interpretation}]}
-        ]
+        resource["interpretation"] = [{"coding": [{"system": INTERPRETATION_SYSTEM, "code": interpretation}]}]
     if device is not None:
         resource["device"] = {"display": device}
     resource["component"] = [
@@ -215,9 +211,7 @@ _EFFECTIVE_KEYS = ("effectiveDateTime", "effectivePeriod", "effectiveInstant")
 
 _FHIR_ID = r"[A-Za-z0-9\-.]{1,64}"
 _ID_RE = re.compile(_FHIR_ID, re.ASCII)
-_PATIENT_REF_RE = re.compile(
-    rf"(?:https?://\S+/)?Patient/({_FHIR_ID})(?:/_history/{_FHIR_ID})?", re.ASCII
-)
+_PATIENT_REF_RE = re.compile(rf"(?:https?://\S+/)?Patient/({_FHIR_ID})(?:/_history/{_FHIR_ID})?", re.ASCII)
 # FHIR dateTime with a time: seconds required, offset required (Z or +hh:mm, at most +/-14:00).
 _DATETIME_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))", re.ASCII
@@ -305,16 +299,12 @@ def _bundle(bundle: dict[str, Any]) -> tuple[Reading, ...] | Rejected:
 def _observation(obs: dict[str, Any]) -> Reading | Rejected:
     """One Observation (its resourceType already checked) -> a Reading."""
     observation_id = obs.get("id")
-    if observation_id is not None and not (
-        isinstance(observation_id, str) and _ID_RE.fullmatch(observation_id)
-    ):
+    if observation_id is not None and not (isinstance(observation_id, str) and _ID_RE.fullmatch(observation_id)):
         return _reject(RejectReason.BAD_ID, f"id {_show(observation_id)} is not a FHIR id")
 
     status = obs.get("status")
     if not (isinstance(status, str) and status in ACCEPTED_STATUSES):
-        return _reject(
-            RejectReason.BAD_STATUS, f"status {_show(status)}, accepted: {', '.join(ACCEPTED_STATUSES)}"
-        )
+        return _reject(RejectReason.BAD_STATUS, f"status {_show(status)}, accepted: {', '.join(ACCEPTED_STATUSES)}")
 
     if not _has_loinc(obs.get("code"), BP_PANEL_CODES):
         return _reject(RejectReason.NOT_BP_PANEL, "code has no LOINC 85354-9 or 55284-4 coding")
@@ -431,14 +421,10 @@ def _mmhg(component: dict[str, Any], name: str) -> float | Rejected:
     code = quantity.get("code")
     unit = quantity.get("unit")
     system = quantity.get("system")
-    code_factor = (
-        _UNIT_FACTORS.get(code) if isinstance(code, str) and (system is None or system == UCUM) else None
-    )
+    code_factor = _UNIT_FACTORS.get(code) if isinstance(code, str) and (system is None or system == UCUM) else None
     unit_factor = _UNIT_FACTORS.get(unit) if isinstance(unit, str) else None
     if code_factor is not None and unit_factor is not None and code_factor != unit_factor:
-        return _reject(
-            RejectReason.UNKNOWN_UNIT, f"{name}: code {_show(code)} and unit {_show(unit)} disagree"
-        )
+        return _reject(RejectReason.UNKNOWN_UNIT, f"{name}: code {_show(code)} and unit {_show(unit)} disagree")
     # A (UCUM) code decides; the unit text only counts when there is no usable code.
     has_code = isinstance(code, str) and (system is None or system == UCUM)
     factor = code_factor if has_code else unit_factor

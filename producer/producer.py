@@ -232,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compression", help="lz4 | gzip | zstd | none (env BP_COMPRESSION; default lz4)")
     parser.add_argument("--patients", type=_positive_int, default=50, help="cohort size (default 50)")
     parser.add_argument(
-        "--rate", type=_non_negative_float, default=5.0, help="readings per second overall; 0 = as fast as possible (default 5)"
+        "--rate", type=_non_negative_float, default=5.0, help="readings/s overall; 0 = as fast as possible (default 5)"
     )
-    parser.add_argument("--count", type=_non_negative_int, default=0, help="readings to publish; 0 = until stopped (default 0)")
+    parser.add_argument(
+        "--count", type=_non_negative_int, default=0, help="readings to publish; 0 = forever (default 0)"
+    )
     parser.add_argument(
         "--seed", type=int, default=None, help="simulation seed (default: random, printed in the summary)"
     )

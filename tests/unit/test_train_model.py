@@ -1,4 +1,5 @@
-"""Training on a tiny simulated cohort: determinism, no leakage, metrics reproducible from predictions."""
+"""Training on a tiny simulated cohort: determinism, no leakage, metrics reproducible from predictions, and the
+threshold rule checked against the out-of-fold predictions it was chosen from."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class Run:
         with self.artifact.with_suffix(".predictions.csv").open(newline="") as f:
             return list(csv.DictReader(f))
 
+    def oof_predictions(self) -> list[dict[str, str]]:
+        with self.artifact.with_suffix(".oof.csv").open(newline="") as f:
+            return list(csv.DictReader(f))
+
 
 def train(directory: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> Run:
     artifact = directory / "artifacts" / "model.joblib"
@@ -71,6 +76,7 @@ def test_run_writes_every_output(tiny_run: Run) -> None:
         tiny_run.artifact.with_suffix(".json"),
         tiny_run.artifact.with_suffix(".metrics.json"),
         tiny_run.artifact.with_suffix(".predictions.csv"),
+        tiny_run.artifact.with_suffix(".oof.csv"),
         tiny_run.card,
     ):
         assert path.is_file(), path
@@ -78,14 +84,18 @@ def test_run_writes_every_output(tiny_run: Run) -> None:
     card = tiny_run.card.read_text()
     assert "Not a medical device" in card
     assert tiny_run.sidecar["model_version"] in card
+    assert "revised after the first held-out evaluation missed the recall goal" in card
+    assert "0.797" in card  # the first version's actionable recall on test stays on record
 
 
 def test_same_seed_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Run) -> None:
     again = train(tmp_path, capsys)
     assert again.code == 0
     assert again.metrics == tiny_run.metrics
+    assert again.sidecar["threshold_selection"] == tiny_run.sidecar["threshold_selection"]
+    assert again.oof_predictions() == tiny_run.oof_predictions()
     first, second = tiny_run.sidecar, again.sidecar
-    for key in ("training_fingerprint", "model_version", "threshold", "splits", "params"):
+    for key in ("training_fingerprint", "model_version", "threshold", "splits", "cv_folds", "params"):
         assert first[key] == second[key], key
     assert "Model only" in again.out  # the table is printed
 
@@ -98,13 +108,24 @@ def test_different_seed_different_data(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_no_patient_in_two_splits(tiny_run: Run) -> None:
     splits = {name: set(ids) for name, ids in tiny_run.sidecar["splits"].items()}
-    assert set(splits) == {"train", "validation", "test"}
+    assert set(splits) == {"train", "test"}
     assert all(splits.values())
-    assert splits["train"].isdisjoint(splits["validation"])
     assert splits["train"].isdisjoint(splits["test"])
-    assert splits["validation"].isdisjoint(splits["test"])
-    assert sum(len(s) for s in splits.values()) == 30
+    assert len(splits["train"]) + len(splits["test"]) == 30
     assert {row["patient_id"] for row in tiny_run.predictions()} == splits["test"]
+
+
+def test_cv_folds_partition_the_development_patients_and_never_hold_a_test_patient(tiny_run: Run) -> None:
+    splits = tiny_run.sidecar["splits"]
+    folds = [set(ids) for ids in tiny_run.sidecar["cv_folds"]]
+    assert len(folds) == 5
+    assert sum(len(f) for f in folds) == len(set().union(*folds))  # disjoint
+    assert set().union(*folds) == set(splits["train"])
+    assert set().union(*folds).isdisjoint(splits["test"])
+    oof = tiny_run.oof_predictions()
+    assert {row["patient_id"] for row in oof} == set(splits["train"])
+    for row in oof:  # each OOF row is labelled with the fold its patient belongs to
+        assert row["patient_id"] in folds[int(row["fold"])]
 
 
 @pytest.mark.parametrize("n", [3, 4, 10, 101, 400])
@@ -113,6 +134,33 @@ def test_split_patients_partitions(n: int) -> None:
     together = np.concatenate(list(splits.values()))
     assert sorted(together.tolist()) == list(range(n))
     assert all(idx.size >= 1 for idx in splits.values())
+    assert splits["test"].size == max(1, round(0.2 * n))
+
+
+@pytest.mark.parametrize("n", [2, 3, 24, 320])
+def test_cv_folds_are_whole_patients_balanced_by_profile(n: int) -> None:
+    profiles = [("a", "b", "c")[i % 3] if i % 7 else "d" for i in range(n + 5)]
+    patients = np.arange(5, n + 5, dtype=np.int64)  # not starting at 0: folds hold patient indices
+    folds = train_model.cv_folds(patients, profiles, seed=9)
+    assert len(folds) == min(5, n)
+    assert sorted(np.concatenate(folds).tolist()) == patients.tolist()
+    for profile in set(profiles):
+        counts = [sum(profiles[i] == profile for i in f.tolist()) for f in folds]
+        assert max(counts) - min(counts) <= 1, (profile, counts)
+    assert [f.tolist() for f in folds] == [f.tolist() for f in train_model.cv_folds(patients, profiles, seed=9)]
+
+
+def test_out_of_fold_risk_ignores_the_held_out_labels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = x[:, 0] + rng.normal(scale=0.5, size=300) > 0.5
+    fold = np.repeat(np.arange(3), 100)
+    risk = train_model.out_of_fold_risk(x, y, fold)
+    flipped = y.copy()
+    flipped[fold == 1] = ~flipped[fold == 1]  # a leak would move fold 1's own risks
+    again = train_model.out_of_fold_risk(x, flipped, fold)
+    assert np.array_equal(risk[fold == 1], again[fold == 1])
+    assert not np.array_equal(risk[fold == 0], again[fold == 0])  # the flip does reach the other folds
 
 
 def test_metrics_file_matches_recomputation_from_predictions(tiny_run: Run) -> None:
@@ -164,6 +212,103 @@ def test_metrics_file_matches_recomputation_from_predictions(tiny_run: Run) -> N
     for row, s, d in zip(rows, systolic, diastolic, strict=True):
         if categorize(s, d) is Category.CRISIS:
             assert row["priority"] == "critical"
+
+
+def _rule_check(rows: list[dict[str, str]], threshold: float) -> dict[str, Any]:
+    """The threshold rule, recomputed from saved OOF rows with the clinical functions (not the training code)."""
+    label = np.array([r["label"] == "1" for r in rows])
+    risk = np.array([float(r["risk"]) for r in rows])
+    episode = np.array([r["episode"] for r in rows])
+    pressures = [(float(r["systolic"]), float(r["diastolic"])) for r in rows]
+    rule = np.array([assess(s, d).is_rule_anomaly for s, d in pressures])
+    assert rule.tolist() == [r["rule_flag"] == "1" for r in rows]
+    actionable = np.array(
+        [
+            is_actionable(prioritize(assess(s, d), r, threshold))
+            for (s, d), r in zip(pressures, risk.tolist(), strict=True)
+        ]
+    )
+    groups = {"overall": label} | {kind.value: label & (episode == kind.value) for kind in EpisodeKind}
+    met = {
+        name: actionable[mask].mean() >= min(1.0, rule[mask].mean() + train_model.RECALL_MARGIN) - 1e-12
+        for name, mask in groups.items()
+        if mask.any()
+    }
+    budget = train_model.FALSE_ALERT_BUDGET * (rule & ~label).sum()
+    return {"recall_met": met, "within_budget": bool((actionable & ~label).sum() <= budget)}
+
+
+def test_threshold_follows_the_stated_rule_on_its_oof_predictions(tiny_run: Run) -> None:
+    rows = tiny_run.oof_predictions()
+    selection = tiny_run.sidecar["threshold_selection"]
+    threshold = tiny_run.sidecar["threshold"]
+    assert selection["threshold"] == threshold
+    risks = sorted({float(r["risk"]) for r in rows})
+    above = min((r for r in risks if r > threshold), default=None)  # the next threshold that alerts fewer
+    below = max((r for r in risks if r < threshold), default=None)  # the next threshold that alerts more
+    at = _rule_check(rows, threshold)
+    assert at["within_budget"]
+    if selection["feasible"]:
+        assert all(at["recall_met"].values()), at
+        assert above is None or not all(_rule_check(rows, above)["recall_met"].values())  # highest such
+    else:
+        assert not all(at["recall_met"].values())  # truly not satisfiable within the budget here ...
+        assert below is not None and not _rule_check(rows, below)["within_budget"]  # ... nor at any lower one
+    # The recorded OOF outcome matches the recomputation.
+    recorded = selection["out_of_fold"]["recall"]
+    for name, ok in at["recall_met"].items():
+        target = selection["targets"][name]["target_recall"]
+        assert (recorded[name]["actionable"] >= target - 1e-12) == ok, name
+
+
+def _choose(y: list[int], risk: list[float], rule: list[int], crisis: list[int], episode: list[str]) -> dict[str, Any]:
+    return train_model.choose_threshold(
+        y=np.array(y, dtype=bool),
+        risk=np.array(risk),
+        rule=np.array(rule, dtype=bool),
+        crisis=np.array(crisis, dtype=bool),
+        episode=np.array(episode),
+    )
+
+
+HYPO, RISE, CRISIS = "acute_hypotension", "sharp_rise", "hypertensive_crisis"
+
+
+def test_choose_threshold_takes_the_highest_threshold_meeting_every_type() -> None:
+    # 6 significant readings (3 hypotension, all caught by the rules; 3 sharp rises, none caught) and 14
+    # negatives, 10 of them rule alerts. Hypotension needs all 3 (target min(1, 1 + 0.02)): threshold <= 0.4.
+    # Sharp rise needs 1 of 3 (target 0.02): <= 0.95. Overall needs ceil(0.52 x 6) = 4: <= 0.5 (4th highest).
+    y = [1] * 6 + [0] * 14
+    risk = [0.9, 0.5, 0.4, 0.95, 0.6, 0.1] + [0.3, 0.2] + [0.01] * 12
+    rule = [1, 1, 1, 0, 0, 0] + [1] * 10 + [0] * 4
+    episode = [HYPO] * 3 + [RISE] * 3 + [""] * 14
+    chosen = _choose(y, risk, rule, [0] * 20, episode)
+    assert chosen["feasible"]
+    assert chosen["threshold"] == 0.4
+    assert chosen["targets"][HYPO]["highest_threshold"] == 0.4
+    assert chosen["targets"]["overall"]["highest_threshold"] == 0.5
+    assert chosen["targets"][RISE]["highest_threshold"] == 0.95
+    assert chosen["out_of_fold"]["recall"][HYPO]["actionable"] == 1.0
+    assert chosen["out_of_fold"]["actionable_false_alerts_per_1000"] == 0.0
+
+
+def test_crisis_range_readings_count_as_caught_whatever_the_risk() -> None:
+    y = [1, 1, 0, 0]
+    chosen = _choose(y, [0.01, 0.8, 0.3, 0.1], [1, 1, 1, 1], [1, 0, 0, 0], [CRISIS, CRISIS, "", ""])
+    assert chosen["feasible"]
+    assert chosen["threshold"] == 0.8  # the low-risk crisis reading is critical anyway
+
+
+def test_when_recall_and_budget_cross_the_lowest_threshold_within_budget_is_used() -> None:
+    # Hypotension needs both positives (<= 0.05); the 10 rule false alerts allow 6 actionable false alerts, so
+    # the threshold must stay above the 7th highest negative risk (0.10): the rule cannot hold.
+    y = [1, 1] + [0] * 10
+    risk = [0.9, 0.05, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.07, 0.06]
+    chosen = _choose(y, risk, [1] * 12, [0] * 12, [HYPO, HYPO] + [""] * 10)
+    assert not chosen["feasible"]
+    assert 0.1 < chosen["threshold"] <= 0.15  # just above 0.10: the lowest threshold keeping <= 6 false alerts
+    assert chosen["out_of_fold"]["actionable_false_alerts_per_1000"] == pytest.approx(1000 * 6 / 12)
+    assert chosen["out_of_fold"]["recall"][HYPO]["actionable"] == 0.5
 
 
 def test_tiny_model_beats_a_constant_predictor(tiny_run: Run) -> None:
