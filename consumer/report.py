@@ -21,13 +21,16 @@ stats, sum); the time range comes from size-1 searches sorted on the date, the b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import io
 import logging
+import math
 import os
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -367,7 +370,7 @@ def time_series(
         return TimeSeries(interval, interval_ms, (), {label: () for label in names})
     first, last = min(by_start), max(by_start)
     starts = tuple(range(first, last + 1, interval_ms))
-    series = {label: tuple(float(by_start.get(start, {}).get(label, 0)) for start in starts) for label in names}
+    series = {label: tuple(by_start.get(start, {}).get(label, 0) for start in starts) for label in names}
     return TimeSeries(interval, interval_ms, starts, series)
 
 
@@ -472,7 +475,16 @@ def _call(what: str, function: Any, **kwargs: Any) -> Any:
 
 
 def _exists(es: Any, index: str) -> bool:
-    return bool(_call(f"exists {index}", es.indices.exists, index=index))
+    """Whether the index exists; if it does, refresh it so that every acknowledged document is counted."""
+    from elasticsearch import ApiError
+
+    if not _call(f"exists {index}", es.indices.exists, index=index):
+        return False
+    try:  # the consumer may have written a moment ago (the stand-in answers the first search with stale data)
+        es.indices.refresh(index=index)
+    except ApiError as exc:  # e.g. a read-only user without the "maintenance" privilege: report what is visible
+        log.warning("could not refresh %s (%s): documents of the last second may be missing", index, exc.meta.status)
+    return True
 
 
 def _edge_time(
@@ -691,7 +703,8 @@ def _svg(figure: Any, prefix: str, title: str) -> str:
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": prefix}):
+    with warnings.catch_warnings(), matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": prefix}):
+        warnings.simplefilter("ignore", UserWarning)  # tick-locator advice on odd ranges: not for the user
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
@@ -712,8 +725,12 @@ def _no_data(axes: Any, text: str = "no data") -> None:
     axes.set_yticks([])
 
 
-def _time_axis(axes: Any) -> None:
+def _time_axis(axes: Any, series: TimeSeries) -> None:
+    """UTC date ticks over the whole bucket range (also when there is a single bucket)."""
     import matplotlib.dates as mdates
+
+    end = series.starts[-1] + series.interval_ms
+    axes.set_xlim(datetime.fromtimestamp(series.starts[0] / 1000, UTC), datetime.fromtimestamp(end / 1000, UTC))
 
     locator = mdates.AutoDateLocator(tz=UTC, maxticks=8)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
@@ -738,12 +755,12 @@ def plot_stacked_time(series: TimeSeries | None, ylabel: str, prefix: str, title
     axes.set_ylabel(ylabel)
     axes.yaxis.get_major_locator().set_params(integer=True)
     axes.legend(fontsize="small", loc="upper left", frameon=False)
-    _time_axis(axes)
+    _time_axis(axes, series)
     axes.set_title(f"per {series.interval}", fontsize="small", loc="right", color="#555555")
     return _svg(figure, prefix, title)
 
 
-def plot_rate(stats: StatsSummary, overall: float | None, prefix: str, title: str) -> str:
+def plot_rate(stats: StatsSummary, prefix: str, title: str) -> str:
     from matplotlib.ticker import PercentFormatter
 
     figure = _figure()
@@ -752,15 +769,25 @@ def plot_rate(stats: StatsSummary, overall: float | None, prefix: str, title: st
     if series is None or not series.starts:
         _no_data(axes)
         return _svg(figure, prefix, title)
-    starts = [datetime.fromtimestamp(start / 1000, UTC) for start in series.starts]
-    axes.plot(starts, series.series["rate"], marker="o", markersize=3, color="#d62728", label="per bucket")
-    if overall is not None:
-        axes.axhline(overall, linestyle="--", color="#555555", linewidth=1, label=f"overall {overall:.1%}")
+    half = series.interval_ms / 2
+    points = [
+        (datetime.fromtimestamp((start + half) / 1000, UTC), rate)  # at the middle of the bucket
+        for start, rate in zip(series.starts, series.series["rate"], strict=True)
+        if not math.isnan(rate)  # empty buckets (NaN) are skipped: the line joins the buckets that have windows
+    ]
+    rates = [rate for _, rate in points]
+    if points:
+        axes.plot(*zip(*points, strict=True), marker="o", markersize=3, color="#d62728", label="per bucket")
+    decided = stats.normal + stats.anomalies
+    if decided:
+        overall = stats.anomalies / decided
+        rates.append(overall)
+        axes.axhline(overall, linestyle="--", color="#555555", linewidth=1, label=f"all windows {overall:.1%}")
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, min(1.05, max(rates, default=0.0) * 1.3) or 0.05)
     axes.set_ylabel("anomalies / readings")
-    axes.legend(fontsize="small", loc="upper left", frameon=False)
-    _time_axis(axes)
+    axes.legend(fontsize="small", loc="lower right", frameon=True, framealpha=0.8)
+    _time_axis(axes, series)
     axes.set_title(f"per {series.interval} of window end", fontsize="small", loc="right", color="#555555")
     return _svg(figure, prefix, title)
 
@@ -900,7 +927,7 @@ def _number(value: Any) -> str:
 
 def _json_script(data: Mapping[str, Any]) -> str:
     """JSON safe inside ``<script>`` (``<``, ``>``, ``&`` escaped as ``\\u003c``...); NaN (no data) becomes null."""
-    text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str).decode()
+    text = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str).decode()
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f'<script type="application/json" id="bp-report-data">{text}</script>'
 
@@ -914,7 +941,9 @@ def render_html(report: Report) -> str:
             _card("normal", "Normal", report.normal, _count_text(report.normal)),
             _card("anomalies", "Anomalies", anomalies.total, _count_text(anomalies.total)),
             _card("anomaly_rate", "Anomaly rate", report.anomaly_rate, _rate_text(report.anomaly_rate)),
-            _card("actionable", "Actionable (critical + high)", report.actionable, _count_text(report.actionable)),
+            _card(
+                "actionable", "Actionable alerts (critical + high)", report.actionable, _count_text(report.actionable)
+            ),
             _card("rejected", "Rejected messages", report.rejected, _count_text(report.rejected)),
         )
     )
@@ -940,10 +969,10 @@ def render_html(report: Report) -> str:
             ),
             _panel(
                 "anomaly_rate",
-                plot_rate(stats, report.anomaly_rate, "f2", PANELS["anomaly_rate"]),
+                plot_rate(stats, "f2", PANELS["anomaly_rate"]),
                 f"From the consumers' statistics windows ({sources.stats_index}): sum(anomalies) / sum(normal + "
-                "anomalies) per bucket of window end (processing time, not reading time); dashed: the overall "
-                "rate of this report.",
+                "anomalies) per bucket of window end (processing time, not reading time); dashed: over all "
+                "windows.",
             ),
             _panel(
                 "systolic",
@@ -1045,7 +1074,7 @@ def build_report(settings: Settings) -> Report:
     notes = consistency_notes(report)
     for note in notes:
         log.warning("%s", note)
-    return Report(report.generated_at, report.sources, anomalies, stats, archive, tuple(notes))
+    return dataclasses.replace(report, notes=tuple(notes))
 
 
 def headline(report: Report) -> str:
@@ -1088,6 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(
             es_url=args.es_url, index=args.index, stats_index=args.stats_index, archive_dir=args.archive_dir
         )
+        if args.output.is_dir():  # checked again when writing; fail before the queries if it is wrong already
+            raise ConfigError(f"--output {args.output} is a directory; give a file name")
         report = build_report(settings)
         write_atomic(args.output, render_html(report))
     except (ConfigError, EndpointError) as exc:

@@ -363,6 +363,7 @@ class Window:
             "window_seconds": round((ended - self.started).total_seconds(), 3),
             "consumer": consumer,
             "total": self.total,
+            "readings": decided,
             "normal": self.normal,
             "anomalies": self.anomalies,
             "rejected": self.rejected,

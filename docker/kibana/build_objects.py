@@ -383,10 +383,10 @@ def build() -> list[Json]:
         "Anomaly rate over time",
         STATS_VIEW,
         "rate",
-        {"time": date_histogram("window_end"), **ratio_formula("rate", "Anomaly rate", "anomalies", "total")},
+        {"time": date_histogram("window_end"), **ratio_formula("rate", "Anomaly rate", "anomalies", "readings")},
         "lnsXY",
         xy("rate", "line", "time", ["rate"]),
-        description="sum(anomalies) / sum(total) over the consumers' statistics windows.",
+        description="sum(anomalies) / sum(readings) per interval, from the consumers' statistics (rejects excluded).",
     )
     systolic = lens(
         "bp-systolic-distribution",

@@ -217,5 +217,6 @@ def test_window_counts_and_merge_leaves_original_untouched() -> None:
     assert window.total == 0
     document = merged.document("c1", T0 + timedelta(seconds=5))
     assert (document["total"], document["normal"], document["anomalies"], document["rejected"]) == (3, 1, 1, 1)
+    assert document["readings"] == 2
     assert document["anomaly_rate"] == 0.5 and document["priority_critical"] == 1
     assert document["anomalies_hypertensive_crisis"] == 1 and document["window_seconds"] == 5.0
