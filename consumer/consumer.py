@@ -335,12 +335,19 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     def keep_alive(delay: float) -> None:
-        """Wait during a sink outage without leaving the group: pause, poll (returns nothing), sleep."""
+        """Wait during a sink outage without leaving the group: pause, keep polling, sleep.
+
+        Paused partitions return nothing, but a rebalance during the wait can assign new, unpaused ones: their
+        records are not processed now, so rewind to them (they are fetched again after the outage).
+        """
         metrics.retries.labels("elasticsearch").inc()
         end = time.monotonic() + delay
         consumer.pause(*consumer.assignment())
         while time.monotonic() < end and not stop:
-            consumer.poll(timeout_ms=0)
+            for tp, unexpected in consumer.poll(timeout_ms=0).items():
+                if unexpected:
+                    consumer.seek(tp, unexpected[0].offset)
+            consumer.pause(*consumer.assignment())
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
     es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop), on_wait=keep_alive)
