@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from bp.cli import configure_logging, non_negative_float, positive_int
 from bp.errors import BpError, ConfigError, EndpointError, ModelError, SinkError
 from bp.reading import Anomaly, Normal, Rejected
 from bp.settings import Settings, load_settings
@@ -534,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--session-timeout-ms", type=int, help="group session timeout (env BP_SESSION_TIMEOUT_MS; default 10000)")
     add("--max-poll-interval-ms", type=int, help="max poll interval (env BP_MAX_POLL_INTERVAL_MS; default 300000)")
     add("--offset-reset", choices=["earliest", "latest"], help="start of a new group (env BP_AUTO_OFFSET_RESET)")
-    add("--stop-when-idle", type=_seconds, metavar="SECONDS", help="exit after this long without messages")
-    add("--max-messages", type=_count, metavar="N", help="exit after N messages")
+    add("--stop-when-idle", type=non_negative_float, metavar="SECONDS", help="exit after this long without messages")
+    add("--max-messages", type=positive_int, metavar="N", help="exit after N messages")
     add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
     add("--metrics-port", type=int, help="serve Prometheus metrics on this port (env BP_METRICS_PORT; default off)")
     add("--summary-json", type=Path, metavar="FILE", help="also write the final summary as JSON to FILE")
@@ -543,36 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be ≥ 0 seconds, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s consumer %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
+    configure_logging("consumer", args.quiet)
     stop = StopFlag()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

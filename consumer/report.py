@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from bp.cli import configure_logging
 from bp.clinical import HYPERTENSION, HYPERTENSIVE_CRISIS, HYPOTENSION, MODEL_RISK, Category
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.reading import Priority
@@ -1105,14 +1106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s report %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for noisy in ("elastic_transport", "elasticsearch", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    configure_logging("report", args.quiet)
     try:
         settings = load_settings(
             es_url=args.es_url, index=args.index, stats_index=args.stats_index, archive_dir=args.archive_dir

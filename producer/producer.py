@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from bp.cli import aware_datetime, configure_logging, non_negative_float, non_negative_int, positive_float, positive_int
 from bp.cohort import Cohort, SimReading
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
@@ -230,22 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--partitions", type=int, help="partitions when creating the topic (env BP_PARTITIONS; default 6)"
     )
     parser.add_argument("--compression", help="lz4 | gzip | zstd | none (env BP_COMPRESSION; default lz4)")
-    parser.add_argument("--patients", type=_positive_int, default=50, help="cohort size (default 50)")
+    parser.add_argument("--patients", type=positive_int, default=50, help="cohort size (default 50)")
     parser.add_argument(
-        "--rate", type=_non_negative_float, default=5.0, help="readings/s overall; 0 = as fast as possible (default 5)"
+        "--rate", type=non_negative_float, default=5.0, help="readings/s overall; 0 = as fast as possible (default 5)"
     )
     parser.add_argument(
-        "--count", type=_non_negative_int, default=0, help="readings to publish; 0 = forever (default 0)"
+        "--count", type=non_negative_int, default=0, help="readings to publish; 0 = forever (default 0)"
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="simulation seed (default: random, printed in the summary)"
     )
     parser.add_argument(
-        "--start", type=_aware_datetime, default=None, help="simulated start time, ISO 8601 with offset (default: now)"
+        "--start", type=aware_datetime, default=None, help="simulated start time, ISO 8601 with offset (default: now)"
     )
     parser.add_argument(
         "--interval",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="seconds between two readings of one patient (default: patients/rate, or 900 when --rate 0)",
     )
@@ -255,53 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _aware_datetime(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"needs a UTC offset, e.g. {text}+00:00")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s producer %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    configure_logging("producer", args.quiet)
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "big")
     stop = StopFlag()
