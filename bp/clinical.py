@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from bp.reading import Priority
 
@@ -107,8 +108,9 @@ class Assessment:
         return bool(self.rules_fired) or self.is_crisis
 
 
+@lru_cache(maxsize=65_536)  # readings are whole mmHg in practice: a few thousand distinct pairs
 def assess(systolic: float, diastolic: float) -> Assessment:
-    """Apply every seed rule and the ACC/AHA category to a reading."""
+    """Apply every seed rule and the ACC/AHA category to a reading (pure, so cached; Assessment is frozen)."""
     category = categorize(systolic, diastolic)
     fired = tuple(rule for rule in RULES if rule.fires(systolic, diastolic))
     types = [rule.anomaly_type for rule in fired]

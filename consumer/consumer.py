@@ -13,8 +13,10 @@ import logging
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +63,8 @@ class Totals:
     by_type: Counter[str] = field(default_factory=Counter)
     by_priority: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
+    # where the time goes: poll, decide, archive, index, dead_letters, commit
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def add(self, outcomes: list[Outcome], messages: int) -> None:
         self.messages += messages
@@ -102,6 +106,7 @@ class Totals:
             "anomalies_by_priority": dict(sorted(self.by_priority.items())),
             "rejected_by_reason": dict(sorted(self.by_reason.items())),
             "seconds": round(elapsed, 2),
+            "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,
         }
 
@@ -122,8 +127,29 @@ class StopFlag:
 
 
 # ---------------------------------------------------------------------------------------------- processor
+@dataclass
+class Prepared:
+    """A batch decided and archived, waiting for Elasticsearch and the dead letters before its commit."""
+
+    messages: list[Message]
+    outcomes: list[Outcome]
+    docs: list[tuple[str, str, dict[str, Any]]]
+    anomalies: list[Outcome]
+    letters: list[tuple[Message, Rejected]]
+    window_before: Window
+    started: float
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    index_rejected: int = 0
+
+
 class BatchProcessor:
-    """Writes one decided batch to every sink; raises SinkError if any of them failed (then: no commit)."""
+    """Writes decided batches to every sink; any failure raises SinkError and the batch is not committed.
+
+    ``prepare`` (decide, archive, build documents) runs on the loop's thread; ``deliver`` (Elasticsearch bulk,
+    then dead letters) may run on a worker thread while the loop prepares the next batch; ``complete`` records
+    a delivered batch, ``rollback`` forgets a failed one.
+    """
 
     def __init__(
         self,
@@ -145,40 +171,68 @@ class BatchProcessor:
         self.totals = Totals()
         self.index_rejected = 0
 
-    def process(self, messages: list[Message], final: bool = False) -> list[Outcome]:
+    def prepare(self, messages: list[Message], final: bool = False) -> Prepared:
+        stages = self.totals.stage_seconds
+        started = time.perf_counter()
         outcomes = self.pipeline.decide_batch(messages)
-        self.archive.write(outcomes)
+        decided = time.perf_counter()
+        stages["decide"] += decided - started
+        self.archive.write(outcomes)  # appended and fsynced before anything can be committed
+        stages["archive"] += time.perf_counter() - decided
         now = datetime.now(UTC)
+        ingested_at = now.isoformat()
         docs: list[tuple[str, str, dict[str, Any]]] = []
-        anomaly_outcomes: list[Outcome] = []
+        anomalies: list[Outcome] = []
+        letters: list[tuple[Message, Rejected]] = []
         for outcome in outcomes:
-            if isinstance(outcome.decision, Anomaly):
-                reading = outcome.decision.reading
-                source = anomaly_document(outcome, outcome.decision, self.pipeline.model_version, now)
-                docs.append((self.settings.index, document_id(reading), source))
-                anomaly_outcomes.append(outcome)
-        window = self.window.merged(outcomes)
-        window_due = final or time.monotonic() >= self.window_due
-        if window_due:
-            stats_id = f"{self.consumer_name}-{now.isoformat()}"
-            docs.append((self.settings.stats_index, stats_id, window.document(self.consumer_name, now)))
-        result = self.es.index(docs)
-        letters = [(o.message, o.decision) for o in outcomes if isinstance(o.decision, Rejected)]
-        for position, reason in result.rejected:
-            if position >= len(anomaly_outcomes):
-                log.error("stats document rejected by Elasticsearch: %s", reason)
-                continue
-            bad = anomaly_outcomes[position]
-            letters.append((bad.message, Rejected(reason="index_rejected", detail=reason, stage="index")))
-            self.index_rejected += 1
-        self.dead_letters.send(_unique_messages(letters))
-        if window_due:
+            decision = outcome.decision
+            if isinstance(decision, Anomaly):
+                source = anomaly_document(outcome, decision, self.pipeline.model_version, ingested_at)
+                docs.append((self.settings.index, document_id(decision.reading), source))
+                anomalies.append(outcome)
+            elif isinstance(decision, Rejected):
+                letters.append((outcome.message, decision))
+        window_before = self.window
+        self.window = self.window.merged(outcomes)
+        if final or time.monotonic() >= self.window_due:
+            stats_id = f"{self.consumer_name}-{ingested_at}"
+            docs.append((self.settings.stats_index, stats_id, self.window.document(self.consumer_name, now)))
             self.window = Window(now)
             self.window_due = time.monotonic() + self.settings.stats_interval_s
-        else:
-            self.window = window
-        self.totals.add(outcomes, len(messages))
-        return outcomes
+        prepared = Prepared(messages, outcomes, docs, anomalies, letters, window_before, started)
+        for message in messages:
+            key = (message.topic, message.partition)
+            prepared.first_offsets.setdefault(key, message.offset)
+            prepared.next_offsets[key] = message.offset + 1
+        return prepared
+
+    def deliver(self, prepared: Prepared) -> Prepared:
+        """Index the anomalies (and stats), then send every dead letter; thread-safe for one batch at a time."""
+        stages = self.totals.stage_seconds
+        indexing = time.perf_counter()
+        result = self.es.index(prepared.docs)
+        indexed = time.perf_counter()
+        stages["index"] += indexed - indexing
+        letters = list(prepared.letters)
+        for position, reason in result.rejected:
+            if position >= len(prepared.anomalies):
+                log.error("stats document rejected by Elasticsearch: %s", reason)
+                continue
+            bad = prepared.anomalies[position]
+            letters.append((bad.message, Rejected(reason="index_rejected", detail=reason, stage="index")))
+            prepared.index_rejected += 1
+        self.dead_letters.send(_unique_messages(letters))
+        stages["dead_letters"] += time.perf_counter() - indexed
+        return prepared
+
+    def complete(self, prepared: Prepared) -> None:
+        self.index_rejected += prepared.index_rejected
+        self.totals.add(prepared.outcomes, len(prepared.messages))
+
+    def rollback(self, prepared: Prepared) -> None:
+        """A failed batch (and any prepared after it) will be replayed: its statistics must not count yet."""
+        self.window = prepared.window_before
+        self.window_due = time.monotonic()
 
 
 def _unique_messages(letters: list[tuple[Message, Rejected]]) -> list[tuple[Message, Rejected]]:
@@ -196,8 +250,14 @@ def _unique_messages(letters: list[tuple[Message, Rejected]]) -> list[tuple[Mess
 # ------------------------------------------------------------------------------------------------ clients
 def make_es(settings: Settings) -> Any:
     from elasticsearch import Elasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
 
-    options: dict[str, Any] = {"request_timeout": 30, "max_retries": 0, "retry_on_timeout": False}
+    options: dict[str, Any] = {
+        "request_timeout": 30,
+        "max_retries": 0,  # the sink retries with backoff itself, without committing meanwhile
+        "retry_on_timeout": False,
+        "serializer": OrjsonSerializer(),
+    }
     if settings.es_api_key:
         options["api_key"] = settings.es_api_key
     elif settings.es_username:
@@ -305,7 +365,7 @@ def to_message(record: Any) -> Message:
         partition=record.partition,
         offset=record.offset,
         timestamp_ms=record.timestamp,
-        headers=tuple((name, value or b"") for name, value in (record.headers or [])),
+        headers=record.headers or (),  # converted only for dead letters
     )
 
 
@@ -335,23 +395,14 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
             ) from None
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
-    def keep_alive(delay: float) -> None:
-        """Wait during a sink outage without leaving the group: pause, keep polling, sleep.
-
-        Paused partitions return nothing, but a rebalance during the wait can assign new, unpaused ones: their
-        records are not processed now, so rewind to them (they are fetched again after the outage).
-        """
+    def backoff(delay: float) -> None:
+        """The sink's wait between retries (on the worker thread; the loop keeps the group membership)."""
         metrics.retries.labels("elasticsearch").inc()
         end = time.monotonic() + delay
-        consumer.pause(*consumer.assignment())
         while time.monotonic() < end and not stop:
-            for tp, unexpected in consumer.poll(timeout_ms=0).items():
-                if unexpected:
-                    consumer.seek(tp, unexpected[0].offset)
-            consumer.pause(*consumer.assignment())
-            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
-    es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop), on_wait=keep_alive)
+    es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop), on_wait=backoff)
     processor = BatchProcessor(settings, pipeline, archive, es_sink, DeadLetters(producer, settings.dlq_topic), name)
     log.info(
         "consuming %s as group %s (%s) → archive %s, index %s, DLQ %s; model %s",
@@ -364,19 +415,90 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
         pipeline.model_version,
     )
     totals = processor.totals
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sinks")
+    in_flight: tuple[Prepared, Future[Prepared]] | None = None
+
+    def rewind(*batches: dict[tuple[str, int], int]) -> None:
+        """Seek every partition back to the first uncommitted message of these batches (earliest wins)."""
+        first: dict[tuple[str, int], int] = {}
+        for batch in batches:
+            for key, offset in batch.items():
+                first[key] = min(offset, first.get(key, offset))
+        assigned = consumer.assignment()
+        for (topic, partition), offset in first.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    def settle(*discard_on_failure: Prepared) -> bool:
+        """Wait for the batch in flight; commit it if every sink confirmed it, else rewind (and no commit).
+
+        While Elasticsearch is failing the wait can be long: the partitions are paused and the consumer keeps
+        polling (returns nothing), so it stays in its group instead of being evicted for not polling.
+        """
+        nonlocal in_flight
+        if in_flight is None:
+            return True
+        prepared, future = in_flight
+        in_flight = None
+        waiting_since = time.monotonic()
+        paused = False
+        while True:
+            try:
+                future.result(timeout=0.2)
+                failure: SinkError | None = None
+                break
+            except FutureTimeout:
+                if time.monotonic() - waiting_since > 1.0:
+                    consumer.pause(*consumer.assignment())
+                    paused = True
+                    for tp, unexpected in consumer.poll(timeout_ms=0).items():
+                        if unexpected:  # a partition assigned during the wait: fetch it again later
+                            consumer.seek(tp, unexpected[0].offset)
+            except SinkError as exc:
+                failure = exc
+                break
+        if paused:
+            consumer.resume(*consumer.assignment())
+        if failure is not None:
+            metrics.retries.labels("batch").inc()
+            log.error("batch not committed, will be retried: %s", failure)
+            processor.rollback(prepared)
+            rewind(prepared.first_offsets, *(batch.first_offsets for batch in discard_on_failure))
+            return False
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in prepared.next_offsets.items()
+        }
+        committing = time.perf_counter()
+        try:
+            if offsets:
+                consumer.commit(offsets)
+        except CommitFailedError as exc:  # a rebalance took the partitions: the new owner replays (idempotent)
+            log.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
+        totals.stage_seconds["commit"] += time.perf_counter() - committing
+        processor.complete(prepared)
+        metrics.record_batch(prepared.outcomes, len(prepared.messages), time.perf_counter() - prepared.started)
+        if prepared.index_rejected:
+            metrics.rejects.labels("index_rejected").inc(prepared.index_rejected)
+        return True
+
     idle_since = time.monotonic()
     next_progress = time.monotonic() + PROGRESS_EVERY_S
-    index_rejected_seen = 0
     try:
         while not stop:
-            if args.max_messages and totals.messages >= args.max_messages:
+            taken = totals.messages + (len(in_flight[0].messages) if in_flight is not None else 0)
+            if args.max_messages and taken >= args.max_messages:
                 break
             limit = settings.batch_size
             if args.max_messages:
-                limit = min(limit, args.max_messages - totals.messages)
+                limit = min(limit, args.max_messages - taken)
+            polling = time.perf_counter()
             polled = consumer.poll(timeout_ms=100, max_records=limit)
+            totals.stage_seconds["poll"] += time.perf_counter() - polling
             records = [record for batch in polled.values() for record in batch]
             if not records:
+                settle()
                 if args.stop_when_idle is not None and time.monotonic() - idle_since >= args.stop_when_idle:
                     log.info("idle for %.1f s: stopping", args.stop_when_idle)
                     break
@@ -386,43 +508,35 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
                     next_progress = time.monotonic() + PROGRESS_EVERY_S
                     _progress(totals, consumer, metrics)
                 continue
-            idle_since = batch_started = time.monotonic()
+            idle_since = time.monotonic()
             messages = [to_message(record) for record in records]
             try:
-                outcomes = processor.process(messages)
-            except SinkError as exc:
+                prepared = processor.prepare(messages)
+            except SinkError as exc:  # the archive failed: settle the batch in flight, then retry this one
+                settle()
+                log.error("batch not committed, will be retried: %s", exc)
                 metrics.retries.labels("batch").inc()
-                log.error("batch not committed: %s", exc)
-                if stop:
-                    break
-                # Rewind to the first message of the batch on each partition and try again.
-                for tp, batch in polled.items():
-                    consumer.seek(tp, batch[0].offset)
-                consumer.resume(*consumer.assignment())
+                rewind({(tp.topic, tp.partition): batch[0].offset for tp, batch in polled.items() if batch})
+                time.sleep(1.0)
                 continue
-            consumer.resume(*consumer.assignment())
-            offsets = {}
-            for tp, batch in polled.items():
-                offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(batch[-1].offset + 1, "", -1)
-            try:
-                consumer.commit(offsets)
-            except CommitFailedError as exc:  # a rebalance took the partitions: the new owner replays (idempotent)
-                log.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
-            metrics.record_batch(outcomes, len(messages), time.monotonic() - batch_started)
-            if processor.index_rejected > index_rejected_seen:
-                metrics.rejects.labels("index_rejected").inc(processor.index_rejected - index_rejected_seen)
-                index_rejected_seen = processor.index_rejected
+            if not settle(prepared):  # the previous batch failed: both are replayed from its offsets
+                continue
+            in_flight = (prepared, worker.submit(processor.deliver, prepared))
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY_S
                 _progress(totals, consumer, metrics)
+        settle()
         # Flush the last statistics window.
         try:
-            processor.process([], final=True)
+            processor.deliver(processor.prepare([], final=True))
         except SinkError as exc:
             log.warning("last statistics window not written: %s", exc)
     except KafkaError as exc:
         raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
     finally:
+        if in_flight is not None:  # leaving on an exception: let the worker finish, commit nothing more
+            in_flight[1].cancel()
+        worker.shutdown(wait=True, cancel_futures=True)
         consumer.close(autocommit=False)
         producer.close(timeout=10)
         es_client.close()

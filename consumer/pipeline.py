@@ -30,7 +30,7 @@ class Message:
     partition: int = -1
     offset: int = -1
     timestamp_ms: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,26 +80,28 @@ class Pipeline:
                 outcomes.append(None)
                 parsed.append((message, entry, reading))
         risks = self._risks([reading for _, _, reading in parsed])
+        threshold = self.model.threshold if self.model is not None else None
         for slot, (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
-            outcomes[slot] = Outcome(message, entry, self._classify(reading, risk))
+            outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold))
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _risks(self, readings: list[Reading]) -> list[float | None]:
+    def _risks(self, readings: list[Reading]) -> Sequence[float | None]:
         if self.model is None or not readings:
             return [None] * len(readings)
         matrix = feature_matrix(self.history, readings)
-        return [float(value) for value in self.model.risk(matrix)]
+        risks: list[float] = self.model.risk(matrix).tolist()
+        return risks
 
-    def _classify(self, reading: Reading, risk: float | None) -> Decision:
-        assessment = assess(reading.systolic, reading.diastolic)
-        threshold = self.model.threshold if self.model is not None else None
-        priority = prioritize(assessment, risk, threshold)
-        if priority is None:
-            return Normal(reading, assessment.category.value, risk)
-        types = assessment.anomaly_types
-        if risk is not None and threshold is not None and risk >= threshold:
-            types = (*types, MODEL_RISK)
-        return Anomaly(reading, assessment.category.value, types, assessment.rules_fired, priority, risk)
+
+def _classify(reading: Reading, risk: float | None, threshold: float | None) -> Decision:
+    assessment = assess(reading.systolic, reading.diastolic)
+    priority = prioritize(assessment, risk, threshold)
+    if priority is None:
+        return Normal(reading, assessment.category.value, risk)
+    types = assessment.anomaly_types
+    if risk is not None and threshold is not None and risk >= threshold:
+        types = (*types, MODEL_RISK)
+    return Anomaly(reading, assessment.category.value, types, assessment.rules_fired, priority, risk)
 
 
 _EMPTY = Rejected(reason="not_json", detail="empty message (no value, e.g. a tombstone)")

@@ -60,13 +60,19 @@ class NormalArchive:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._last: dict[Path, tuple[int, int]] = {}
+        self._paths: dict[tuple[str, int, int], Path] = {}
         self.written = 0
         self.skipped = 0
 
     def path_for(self, reading: Reading, topic: str, partition: int) -> Path:
-        day = reading.effective.astimezone(UTC).date().isoformat()
-        safe_topic = topic.replace("/", "_") or "stdin"
-        return self.root / day / f"{safe_topic}.p{partition}.jsonl"
+        day_number = int(reading.effective.timestamp() // 86_400)  # UTC day, cheaper than astimezone per reading
+        key = (topic, partition, day_number)
+        path = self._paths.get(key)
+        if path is None:
+            day = reading.effective.astimezone(UTC).date().isoformat()
+            safe_topic = topic.replace("/", "_") or "stdin"
+            path = self._paths[key] = self.root / day / f"{safe_topic}.p{partition}.jsonl"
+        return path
 
     def forget(self) -> None:
         """Drop cached file positions (call on partition revocation/assignment)."""
@@ -160,7 +166,7 @@ def document_id(reading: Reading) -> str:
     return "h-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, now: datetime) -> dict[str, Any]:
+def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, ingested_at: str) -> dict[str, Any]:
     reading = anomaly.reading
     message = outcome.message
     produced = (
@@ -172,7 +178,7 @@ def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, now
         "observation_id": reading.observation_id,
         "patient_id": reading.patient_id,
         "effective": reading.effective.isoformat(),
-        "ingested_at": now.isoformat(),
+        "ingested_at": ingested_at,
         "produced_at": produced,
         "systolic": reading.systolic,
         "diastolic": reading.diastolic,
@@ -387,7 +393,7 @@ def dead_letter_headers(message: Message, reason: str, detail: str, stage: str) 
         ("source-topic", message.topic.encode()),
         ("source-partition", str(message.partition).encode()),
         ("source-offset", str(message.offset).encode()),
-        *((f"original-{name}", value) for name, value in message.headers if not name.startswith("original-")),
+        *((f"original-{name}", value or b"") for name, value in message.headers if not name.startswith("original-")),
     ]
 
 
@@ -404,10 +410,13 @@ class DeadLetters:
         if not letters:
             return 0
         futures = []
-        for message, rejected in letters:
-            headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
-            futures.append(self.producer.send(self.topic, value=message.value, key=message.key, headers=headers))
-        self.producer.flush(timeout=self.timeout_s)
+        try:
+            for message, rejected in letters:
+                headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
+                futures.append(self.producer.send(self.topic, value=message.value, key=message.key, headers=headers))
+            self.producer.flush(timeout=self.timeout_s)
+        except Exception as exc:  # buffer full, metadata timeout, closed producer...: do not commit
+            raise SinkError(f"dead letters not sent: {type(exc).__name__}: {exc}") from exc
         failures = []
         for future in futures:
             try:
