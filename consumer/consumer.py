@@ -210,18 +210,21 @@ class BatchProcessor:
         """Index the anomalies (and stats), then send every dead letter; thread-safe for one batch at a time."""
         stages = self.totals.stage_seconds
         indexing = time.perf_counter()
+        # Parse rejects travel to the dead-letter topic while Elasticsearch indexes the anomalies.
+        pending = self.dead_letters.start(_unique_messages(prepared.letters))
         result = self.es.index(prepared.docs)
         indexed = time.perf_counter()
         stages["index"] += indexed - indexing
-        letters = list(prepared.letters)
+        index_letters = []
         for position, reason in result.rejected:
             if position >= len(prepared.anomalies):
                 log.error("stats document rejected by Elasticsearch: %s", reason)
                 continue
             bad = prepared.anomalies[position]
-            letters.append((bad.message, Rejected(reason="index_rejected", detail=reason, stage="index")))
+            index_letters.append((bad.message, Rejected(reason="index_rejected", detail=reason, stage="index")))
             prepared.index_rejected += 1
-        self.dead_letters.send(_unique_messages(letters))
+        pending += self.dead_letters.start(_unique_messages(index_letters))
+        self.dead_letters.confirm(pending)
         stages["dead_letters"] += time.perf_counter() - indexed
         return prepared
 

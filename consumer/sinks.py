@@ -407,15 +407,27 @@ class DeadLetters:
         self.sent = 0
 
     def send(self, letters: Sequence[tuple[Message, Rejected]]) -> int:
-        if not letters:
-            return 0
+        """Send and wait for every acknowledgement."""
+        return self.confirm(self.start(letters))
+
+    def start(self, letters: Sequence[tuple[Message, Rejected]]) -> list[Any]:
+        """Hand the letters to the producer without waiting (so the wait can overlap other work)."""
         futures = []
         try:
             for message, rejected in letters:
                 headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
                 futures.append(self.producer.send(self.topic, value=message.value, key=message.key, headers=headers))
-            self.producer.flush(timeout=self.timeout_s)
         except Exception as exc:  # buffer full, metadata timeout, closed producer...: do not commit
+            raise SinkError(f"dead letters not sent: {type(exc).__name__}: {exc}") from exc
+        return futures
+
+    def confirm(self, futures: Sequence[Any]) -> int:
+        """Flush and check every acknowledgement; SinkError if any letter was not delivered."""
+        if not futures:
+            return 0
+        try:
+            self.producer.flush(timeout=self.timeout_s)
+        except Exception as exc:
             raise SinkError(f"dead letters not sent: {type(exc).__name__}: {exc}") from exc
         failures = []
         for future in futures:
@@ -425,5 +437,5 @@ class DeadLetters:
                 failures.append(exc)
         if failures:
             raise SinkError(f"{len(failures)} dead letters not acknowledged: {failures[0]}")
-        self.sent += len(letters)
-        return len(letters)
+        self.sent += len(futures)
+        return len(futures)
