@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from bp.cli import configure_logging, non_negative_float, positive_int
+from bp.cli import configure_logging, non_negative_float, positive_int, tune_gc
 from bp.errors import BpError, ConfigError, EndpointError, ModelError, SinkError
 from bp.reading import Anomaly, Normal, Rejected
 from bp.settings import Settings, load_settings
@@ -418,6 +418,7 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
         pipeline.model_version,
     )
     totals = processor.totals
+    tune_gc()
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sinks")
     in_flight: tuple[Prepared, Future[Prepared]] | None = None
 

@@ -21,7 +21,15 @@ from typing import IO, Any
 
 import orjson
 
-from bp.cli import aware_datetime, configure_logging, non_negative_float, non_negative_int, positive_float, positive_int
+from bp.cli import (
+    aware_datetime,
+    configure_logging,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    tune_gc,
+)
 from bp.cohort import Cohort, SimReading
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
@@ -184,6 +192,7 @@ def run_kafka(args: argparse.Namespace, settings: Settings, stop: StopFlag) -> S
 
     ensure_topic(settings, settings.partitions)
     producer = make_producer(settings)
+    tune_gc()
     stats = Stats()
     base_headers = [("content-type", CONTENT_TYPE.encode())]
 
