@@ -9,9 +9,13 @@ import argparse
 import gc
 import logging
 import math
+import signal
 import sys
 from collections.abc import Iterable
 from datetime import datetime
+from types import FrameType
+
+from bp.errors import BpError, ConfigError, EndpointError, ModelError
 
 NOISY_LOGGERS = ("kafka", "elastic_transport", "elasticsearch", "matplotlib")
 
@@ -26,6 +30,42 @@ def configure_logging(program: str, quiet: bool, noisy: Iterable[str] = NOISY_LO
     )
     for name in noisy:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM: the loop finishes what it is doing, flushes, commits and summarises.
+
+    A second signal raises KeyboardInterrupt to leave at once (uncommitted work is replayed next time).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopped:
+            raise KeyboardInterrupt
+        self.stopped = True
+
+    def __bool__(self) -> bool:
+        return self.stopped
+
+    @classmethod
+    def install(cls) -> StopFlag:
+        flag = cls()
+        signal.signal(signal.SIGINT, flag)
+        signal.signal(signal.SIGTERM, flag)
+        return flag
+
+
+def error_exit(program: str, exc: BpError) -> int:
+    """Print a bp-stream error as one line and return its exit code: 2 for a bad setting or an unreachable
+    endpoint, 3 for a missing or mismatched model, 1 for anything else."""
+    print(f"{program}: error: {exc}", file=sys.stderr)
+    if isinstance(exc, ConfigError | EndpointError):
+        return 2
+    if isinstance(exc, ModelError):
+        return 3
+    return 1
 
 
 def tune_gc() -> None:

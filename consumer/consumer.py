@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -20,13 +19,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import orjson
 
-from bp.cli import configure_logging, non_negative_float, positive_int, tune_gc
-from bp.errors import BpError, ConfigError, EndpointError, ModelError, SinkError
+from bp.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
+from bp.errors import BpError, ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Rejected
 from bp.settings import Settings, load_settings
 from consumer.metrics import Metrics
@@ -109,21 +107,6 @@ class Totals:
             "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,
         }
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM: the loop finishes (or abandons, if a sink is failing) the batch, then exits."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopped:  # second Ctrl-C: leave now, uncommitted work is replayed next time
-            raise KeyboardInterrupt
-        self.stopped = True
-
-    def __bool__(self) -> bool:
-        return self.stopped
 
 
 # ---------------------------------------------------------------------------------------------- processor
@@ -665,9 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("consumer", args.quiet)
-    stop = StopFlag()
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop = StopFlag.install()
     try:
         settings = load_settings(
             kafka_bootstrap=args.bootstrap_servers,
@@ -695,15 +676,8 @@ def main(argv: list[str] | None = None) -> int:
             totals = run_check(settings, args.check, sys.stdout.buffer)
         else:
             totals = run(settings, args, stop)
-    except (ConfigError, EndpointError) as exc:
-        print(f"consumer: error: {exc}", file=sys.stderr)
-        return 2
-    except ModelError as exc:
-        print(f"consumer: error: {exc}", file=sys.stderr)
-        return 3
     except BpError as exc:
-        print(f"consumer: error: {exc}", file=sys.stderr)
-        return 1
+        return error_exit("consumer", exc)
     except KeyboardInterrupt:
         print("consumer: interrupted; uncommitted messages will be processed again next time", file=sys.stderr)
         return 130

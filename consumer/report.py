@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from bp.cli import configure_logging
+from bp.cli import configure_logging, error_exit
 from bp.clinical import HYPERTENSION, HYPERTENSIVE_CRISIS, HYPOTENSION, MODEL_RISK, Category
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.reading import Priority
@@ -1115,12 +1115,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--output {args.output} is a directory; give a file name")
         report = build_report(settings)
         write_atomic(args.output, render_html(report))
-    except (ConfigError, EndpointError) as exc:
-        print(f"report: error: {exc}", file=sys.stderr)
-        return 2
     except BpError as exc:
-        print(f"report: error: {exc}", file=sys.stderr)
-        return 1
+        return error_exit("report", exc)
     except KeyboardInterrupt:
         print("report: interrupted; no report written", file=sys.stderr)
         return 130

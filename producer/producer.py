@@ -10,20 +10,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import IO, Any
 
 import orjson
 
 from bp.cli import (
+    StopFlag,
     aware_datetime,
     configure_logging,
+    error_exit,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -31,7 +31,7 @@ from bp.cli import (
     tune_gc,
 )
 from bp.cohort import Cohort, SimReading
-from bp.errors import BpError, ConfigError, EndpointError
+from bp.errors import BpError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
 from bp.settings import Settings, load_settings
 
@@ -92,16 +92,6 @@ def paced(
         if delay > 0:
             sleep(delay)
         yield item
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop finishes the current message, flushes and prints its summary."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.stopped = True
 
 
 def make_cohort(args: argparse.Namespace) -> Cohort:
@@ -270,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("producer", args.quiet)
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "big")
-    stop = StopFlag()
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop = StopFlag.install()
     try:
         settings = load_settings(
             kafka_bootstrap=args.bootstrap_servers,
@@ -296,12 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.count or "unbounded",
             )
             stats = run_kafka(args, settings, stop)
-    except (ConfigError, EndpointError) as exc:
-        print(f"producer: error: {exc}", file=sys.stderr)
-        return 2
     except BpError as exc:
-        print(f"producer: error: {exc}", file=sys.stderr)
-        return 1
+        return error_exit("producer", exc)
+    except KeyboardInterrupt:
+        print("producer: interrupted before the final flush; unacknowledged readings may be lost", file=sys.stderr)
+        return 130
     elapsed = time.monotonic() - stats.started
     summary = (
         f"producer: sent {stats.sent}, acked {stats.acked}, failed {stats.failed} in {elapsed:.1f} s "
