@@ -357,8 +357,7 @@ def to_message(record: Any) -> Message:
 
 # --------------------------------------------------------------------------------------------------- loop
 def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
-    from kafka.errors import CommitFailedError, KafkaError
-    from kafka.structs import OffsetAndMetadata, TopicPartition
+    from kafka.errors import KafkaError
 
     model = None if settings.rules_only else load_model(settings.model_path)
     pipeline = Pipeline(model, max_patients=settings.max_patients)
@@ -400,8 +399,38 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
         settings.dlq_topic,
         pipeline.model_version,
     )
-    totals = processor.totals
     tune_gc()
+    try:
+        consume(consumer, processor, metrics, settings, args, stop)
+    except KafkaError as exc:
+        raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=10)
+        es_client.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+    totals_extra = {"index_rejected": processor.index_rejected, "archive_skipped_replays": archive.skipped}
+    log.info("done: %s; %s", processor.totals.line(), totals_extra)
+    return processor.totals
+
+
+def consume(
+    consumer: Any,
+    processor: BatchProcessor,
+    metrics: Metrics,
+    settings: Settings,
+    args: argparse.Namespace,
+    stop: StopFlag,
+) -> None:
+    """The loop: poll → prepare (decide, archive) → settle the batch in flight (commit) → deliver on the worker.
+
+    ``consumer`` is a KafkaConsumer (or a fake with the same methods); everything else is already built.
+    """
+    from kafka.errors import CommitFailedError
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    totals = processor.totals
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sinks")
     in_flight: tuple[Prepared, Future[Prepared]] | None = None
 
@@ -417,8 +446,11 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
             if tp in assigned:
                 consumer.seek(tp, offset)
 
-    def settle(*discard_on_failure: Prepared) -> bool:
+    def settle(*discard_on_failure: dict[tuple[str, int], int]) -> bool:
         """Wait for the batch in flight; commit it if every sink confirmed it, else rewind (and no commit).
+
+        ``discard_on_failure``: first offsets of batches polled after the one in flight; on a failure they are
+        rewound together with it (the earliest offset per partition wins), so nothing is skipped.
 
         While Elasticsearch is failing the wait can be long: the partitions are paused and the consumer keeps
         polling (returns nothing), so it stays in its group instead of being evicted for not polling.
@@ -451,7 +483,7 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
             metrics.retries.labels("batch").inc()
             log.error("batch not committed, will be retried: %s", failure)
             processor.rollback(prepared)
-            rewind(prepared.first_offsets, *(batch.first_offsets for batch in discard_on_failure))
+            rewind(prepared.first_offsets, *discard_on_failure)
             return False
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
@@ -500,13 +532,14 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
             try:
                 prepared = processor.prepare(messages)
             except SinkError as exc:  # the archive failed: settle the batch in flight, then retry this one
-                settle()
                 log.error("batch not committed, will be retried: %s", exc)
                 metrics.retries.labels("batch").inc()
-                rewind({(tp.topic, tp.partition): batch[0].offset for tp, batch in polled.items() if batch})
+                first = {(tp.topic, tp.partition): batch[0].offset for tp, batch in polled.items() if batch}
+                if settle(first):  # (if the batch in flight failed too, settle rewound both)
+                    rewind(first)
                 time.sleep(1.0)
                 continue
-            if not settle(prepared):  # the previous batch failed: both are replayed from its offsets
+            if not settle(prepared.first_offsets):  # the previous batch failed: both are replayed from its offsets
                 continue
             in_flight = (prepared, worker.submit(processor.deliver, prepared))
             if time.monotonic() >= next_progress:
@@ -518,20 +551,10 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
             processor.deliver(processor.prepare([], final=True))
         except SinkError as exc:
             log.warning("last statistics window not written: %s", exc)
-    except KafkaError as exc:
-        raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
     finally:
-        if in_flight is not None:  # leaving on an exception: let the worker finish, commit nothing more
-            in_flight[1].cancel()
+        if in_flight is not None:  # leaving on an exception: make a retrying worker give up, commit nothing more
+            stop.stopped = True
         worker.shutdown(wait=True, cancel_futures=True)
-        consumer.close(autocommit=False)
-        producer.close(timeout=10)
-        es_client.close()
-        if metrics_server is not None:
-            metrics_server.shutdown()
-    totals_extra = {"index_rejected": processor.index_rejected, "archive_skipped_replays": archive.skipped}
-    log.info("done: %s; %s", totals.line(), totals_extra)
-    return totals
 
 
 def _progress(totals: Totals, consumer: Any, metrics: Metrics) -> None:
