@@ -623,7 +623,13 @@ def test_setup_service_mounts_what_setup_sh_reads(compose: Json, setup_vars: dic
 def test_root_compose_includes_the_docker_stack() -> None:
     root = load_yaml(ROOT_COMPOSE_FILE)
     assert root["include"] == ["docker/docker-compose.yml"]
-    assert root.get("name") == load_yaml(COMPOSE_FILE).get("name"), "one project name for both entry points"
+    env_file = dict(
+        line.split("=", 1)
+        for line in (DOCKER / ".env").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert root.get("name") == env_file["COMPOSE_PROJECT_NAME"], "one project name for both entry points"
+    assert "name" not in load_yaml(COMPOSE_FILE), "Debian's docker-compose 1.29 refuses a top-level name"
 
 
 def test_dockerfile_uses_a_pinned_python_311_slim_image() -> None:
@@ -690,6 +696,21 @@ def test_docker_compose_config_accepts_the_file(compose_file: Path, profile: str
     args = [str(binary), "-f", str(compose_file)] + (["--profile", profile] if profile else []) + ["config", "-q"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     result = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=compose_file.parent, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("profile", [None, "app"])
+def test_debian_docker_compose_1_29_accepts_the_docker_file(profile: str | None) -> None:
+    """Debian's docker-compose 1.29 (apt install docker-compose) validates without an engine, when installed."""
+    binary = shutil.which("docker-compose", path="/usr/bin:/usr/local/bin")
+    if binary is None:
+        pytest.skip("Debian's docker-compose is not installed (apt-get install docker-compose) - v1 syntax not checked")
+    version = subprocess.run([binary, "version", "--short"], capture_output=True, text=True, timeout=60, check=False)
+    if not version.stdout.startswith("1."):
+        pytest.skip(f"{binary} is not Compose v1 ({version.stdout.strip()})")
+    args = [binary, "-f", str(COMPOSE_FILE)] + (["--profile", profile] if profile else []) + ["config", "-q"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=DOCKER, env=env, check=False)
     assert result.returncode == 0, result.stderr
 
 
