@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from bp.errors import SinkError
+from bp.errors import ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Reading, Rejected
 from consumer.pipeline import Message, Outcome
 
@@ -306,22 +306,30 @@ def _is_client_error(exc: Exception) -> bool:
 def load_template(name: str) -> dict[str, Any]:
     """An index template body shipped in docker/elasticsearch/ (one source for compose setup and consumer)."""
     path = TEMPLATE_DIR / f"{name}.template.json"
-    body: dict[str, Any] = orjson.loads(path.read_bytes())
+    try:
+        body: dict[str, Any] = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"index template {path} unreadable: {exc}") from None
     return body
 
 
 def ensure_template(client: Any, template: str, index: str) -> bool:
     """Install the index template for ``index`` (named after it) unless one exists; True if installed."""
-    if client.indices.exists_index_template(name=index):
-        return False
-    body = load_template(template)
-    client.indices.put_index_template(
-        name=index,
-        index_patterns=[index],
-        priority=body.get("priority", 200),
-        template=body["template"],
-        meta=body.get("_meta"),
-    )
+    try:
+        if client.indices.exists_index_template(name=index):
+            return False
+        body = load_template(template)
+        client.indices.put_index_template(
+            name=index,
+            index_patterns=[index],
+            priority=body.get("priority", 200),
+            template=body["template"],
+            meta=body.get("_meta"),
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:  # e.g. 403 for a user without the manage_index_templates privilege
+        raise EndpointError(f"cannot install the index template for {index}: {type(exc).__name__}: {exc}") from None
     log.info("installed index template %s", index)
     return True
 
