@@ -177,10 +177,12 @@ def test_two_consumers_split_the_partitions_and_process_everything_once(
     for process, err in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err[-3000:]
     summaries = [orjson.loads((tmp_path / instance).read_bytes()) for instance in ("a", "b")]
-    # At-least-once: a batch in flight when the second member joins may be replayed by its new owner (at most
-    # one batch per partition moved); the idempotent sinks below must still hold everything exactly once.
+    # At-least-once: batches not yet committed when a rebalance moves their partitions are replayed by the new
+    # owner (the consumer holds at most two: one being delivered, one prepared; 200 messages each), so each of
+    # the few rebalances of this test replays at most 400; the idempotent sinks below must still hold everything
+    # exactly once.
     processed = sum(summary["messages"] for summary in summaries)
-    assert len(messages) <= processed <= len(messages) + 6 * 200
+    assert len(messages) <= processed <= len(messages) + 3 * 2 * 200
     assert all(summary["messages"] > 0 for summary in summaries), "one consumer got no partition"
     ids = indexed_ids(es, names["index"])
     assert len(ids) == len(set(ids)) and set(ids) == anomalies
