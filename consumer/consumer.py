@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,7 +28,7 @@ from bp.errors import BpError, ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Rejected
 from bp.settings import Settings, load_settings
 from consumer.metrics import Metrics
-from consumer.pipeline import Message, Outcome, Pipeline
+from consumer.pipeline import Message, Outcome, Pipeline, Tally
 from consumer.scoring import load_model
 from consumer.sinks import (
     DeadLetters,
@@ -53,56 +53,38 @@ class Totals:
 
     started: float = field(default_factory=time.monotonic)
     messages: int = 0
-    readings: int = 0
-    normal: int = 0
-    anomalies: int = 0
-    rejected: int = 0
-    batches: int = 0
-    by_type: Counter[str] = field(default_factory=Counter)
-    by_priority: Counter[str] = field(default_factory=Counter)
-    by_reason: Counter[str] = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)
     # where the time goes: poll, decide, archive, index, dead_letters, commit
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def add(self, outcomes: list[Outcome], messages: int) -> None:
         self.messages += messages
-        self.batches += 1
-        for outcome in outcomes:
-            decision = outcome.decision
-            if isinstance(decision, Rejected):
-                self.rejected += 1
-                self.by_reason[decision.reason] += 1
-                continue
-            self.readings += 1
-            if isinstance(decision, Anomaly):
-                self.anomalies += 1
-                self.by_type.update(decision.anomaly_types)
-                self.by_priority[decision.priority.value] += 1
-            else:
-                self.normal += 1
+        self.tally.add(outcomes)
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.messages / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
-        types = ", ".join(f"{name} {count}" for name, count in sorted(self.by_type.items())) or "none"
+        tally = self.tally
+        types = ", ".join(f"{name} {count}" for name, count in sorted(tally.by_type.items())) or "none"
         return (
-            f"consumed {self.messages} ({self.rate():.0f} msg/s): normal {self.normal}, "
-            f"anomalies {self.anomalies} ({types}), rejected {self.rejected}"
+            f"consumed {self.messages} ({self.rate():.0f} msg/s): normal {tally.normal}, "
+            f"anomalies {tally.anomalies} ({types}), rejected {tally.rejected}"
         )
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
+        tally = self.tally
         return {
             "messages": self.messages,
-            "readings": self.readings,
-            "normal": self.normal,
-            "anomalies": self.anomalies,
-            "rejected": self.rejected,
-            "anomalies_by_type": dict(sorted(self.by_type.items())),
-            "anomalies_by_priority": dict(sorted(self.by_priority.items())),
-            "rejected_by_reason": dict(sorted(self.by_reason.items())),
+            "readings": tally.readings,
+            "normal": tally.normal,
+            "anomalies": tally.anomalies,
+            "rejected": tally.rejected,
+            "anomalies_by_type": dict(sorted(tally.by_type.items())),
+            "anomalies_by_priority": dict(sorted(tally.by_priority.items())),
+            "rejected_by_reason": dict(sorted(tally.by_reason.items())),
             "seconds": round(elapsed, 2),
             "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,

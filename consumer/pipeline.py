@@ -7,8 +7,9 @@ cannot be parsed yields exactly one ``Rejected`` outcome (the whole message goes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -40,6 +41,49 @@ class Outcome:
     message: Message
     entry: int
     decision: Decision
+
+
+@dataclass
+class Tally:
+    """Decisions counted by outcome, anomaly type, priority and reject reason (summaries, stats windows)."""
+
+    normal: int = 0
+    anomalies: int = 0
+    rejected: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_priority: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def readings(self) -> int:
+        return self.normal + self.anomalies
+
+    @property
+    def total(self) -> int:
+        return self.normal + self.anomalies + self.rejected
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        for outcome in outcomes:
+            decision = outcome.decision
+            if isinstance(decision, Normal):
+                self.normal += 1
+            elif isinstance(decision, Anomaly):
+                self.anomalies += 1
+                self.by_type.update(decision.anomaly_types)
+                self.by_priority[decision.priority.value] += 1
+            else:
+                self.rejected += 1
+                self.by_reason[decision.reason] += 1
+
+    def copy(self) -> Tally:
+        return Tally(
+            self.normal,
+            self.anomalies,
+            self.rejected,
+            Counter(self.by_type),
+            Counter(self.by_priority),
+            Counter(self.by_reason),
+        )
 
 
 class RiskModel(Protocol):

@@ -21,7 +21,7 @@ import orjson
 
 from bp.errors import ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Reading, Rejected
-from consumer.pipeline import Message, Outcome
+from consumer.pipeline import Message, Outcome, Tally
 
 log = logging.getLogger("bp.consumer.sinks")
 
@@ -61,7 +61,6 @@ class NormalArchive:
         self.root = root
         self._last: dict[Path, tuple[int, int]] = {}
         self._paths: dict[tuple[str, int, int], Path] = {}
-        self.written = 0
         self.skipped = 0
 
     def path_for(self, reading: Reading, topic: str, partition: int) -> Path:
@@ -93,9 +92,7 @@ class NormalArchive:
         except (OSError, ValueError) as exc:
             self.forget()  # positions may be wrong now: re-read them from disk on retry
             raise SinkError(f"archive write failed: {exc}") from exc
-        count = sum(len(chunk) for chunk in lines.values())
-        self.written += count
-        return count
+        return sum(len(chunk) for chunk in lines.values())
 
     def _new_lines(self, outcomes: Sequence[Outcome]) -> dict[Path, list[bytes]]:
         """The lines to append, per file, leaving out what a file already holds (a replay)."""
@@ -340,55 +337,39 @@ class Window:
     """Counters of one statistics window (one bp-stats document)."""
 
     started: datetime
-    total: int = 0
-    normal: int = 0
-    anomalies: int = 0
-    rejected: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
-    by_priority: dict[str, int] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
 
-    def add(self, outcomes: Iterable[Outcome]) -> None:
-        for outcome in outcomes:
-            decision = outcome.decision
-            self.total += 1
-            if isinstance(decision, Normal):
-                self.normal += 1
-            elif isinstance(decision, Anomaly):
-                self.anomalies += 1
-                for kind in decision.anomaly_types:
-                    self.by_type[kind] = self.by_type.get(kind, 0) + 1
-                self.by_priority[decision.priority.value] = self.by_priority.get(decision.priority.value, 0) + 1
-            else:
-                self.rejected += 1
+    @property
+    def total(self) -> int:
+        return self.tally.total
 
     def merged(self, outcomes: Iterable[Outcome]) -> Window:
         """A new window with these outcomes added (this one is left as it is, for retries)."""
-        window = Window(self.started, self.total, self.normal, self.anomalies, self.rejected)
-        window.by_type = dict(self.by_type)
-        window.by_priority = dict(self.by_priority)
-        window.add(outcomes)
+        window = Window(self.started, self.tally.copy())
+        window.tally.add(outcomes)
         return window
 
     def document(self, consumer: str, ended: datetime) -> dict[str, Any]:
-        decided = self.normal + self.anomalies
+        tally = self.tally
+        decided = tally.readings
         return {
             "window_start": self.started.isoformat(),
             "window_end": ended.isoformat(),
             "window_seconds": round((ended - self.started).total_seconds(), 3),
             "consumer": consumer,
-            "total": self.total,
+            "total": tally.total,
             "readings": decided,
-            "normal": self.normal,
-            "anomalies": self.anomalies,
-            "rejected": self.rejected,
-            "anomaly_rate": round(self.anomalies / decided, 6) if decided else 0.0,
-            "anomalies_hypotension": self.by_type.get("hypotension", 0),
-            "anomalies_hypertension": self.by_type.get("hypertension", 0),
-            "anomalies_hypertensive_crisis": self.by_type.get("hypertensive_crisis", 0),
-            "anomalies_model_risk": self.by_type.get("model_risk", 0),
-            "priority_critical": self.by_priority.get("critical", 0),
-            "priority_high": self.by_priority.get("high", 0),
-            "priority_medium": self.by_priority.get("medium", 0),
+            "normal": tally.normal,
+            "anomalies": tally.anomalies,
+            "rejected": tally.rejected,
+            "anomaly_rate": round(tally.anomalies / decided, 6) if decided else 0.0,
+            "anomalies_hypotension": tally.by_type["hypotension"],
+            "anomalies_hypertension": tally.by_type["hypertension"],
+            "anomalies_hypertensive_crisis": tally.by_type["hypertensive_crisis"],
+            "anomalies_model_risk": tally.by_type["model_risk"],
+            "priority_critical": tally.by_priority["critical"],
+            "priority_high": tally.by_priority["high"],
+            "priority_medium": tally.by_priority["medium"],
         }
 
 
@@ -412,7 +393,6 @@ class DeadLetters:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
-        self.sent = 0
 
     def send(self, letters: Sequence[tuple[Message, Rejected]]) -> int:
         """Send and wait for every acknowledgement."""
@@ -445,5 +425,4 @@ class DeadLetters:
                 failures.append(exc)
         if failures:
             raise SinkError(f"{len(failures)} dead letters not acknowledged: {failures[0]}")
-        self.sent += len(futures)
         return len(futures)
