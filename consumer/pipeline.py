@@ -152,5 +152,5 @@ _EMPTY = Rejected(reason="not_json", detail="empty message (no value, e.g. a tom
 
 
 def decide(raw: bytes, pipeline: Pipeline) -> list[Decision]:
-    """Decide one message outside Kafka (used by --check): its decisions, one per reading or one rejection."""
+    """Decide one message on its own: its decisions, one per reading, or one rejection (loops use decide_batch)."""
     return [outcome.decision for outcome in pipeline.decide_batch([Message(raw)])]

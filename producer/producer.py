@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import IO, Any
 
 import orjson
@@ -105,17 +106,15 @@ def make_cohort(args: argparse.Namespace) -> Cohort:
     return Cohort(patients=args.patients, seed=args.seed, start=start, interval=timedelta(seconds=interval_s))
 
 
-def bounded(items: Iterator[SimReading], count: int) -> Iterator[SimReading]:
-    for index, item in enumerate(items):
-        if count and index >= count:
-            return
-        yield item
+def readings_to_send(args: argparse.Namespace) -> Iterator[SimReading]:
+    """The simulated readings of this run: ``--count`` of them (0 = endless), at ``--rate``."""
+    return paced(islice(make_cohort(args).readings(), args.count or None), args.rate)
 
 
 def run_dry(args: argparse.Namespace, out: IO[bytes], stop: StopFlag) -> Stats:
     """Write the Observations as JSON Lines to ``out``."""
     stats = Stats()
-    for sim in paced(bounded(make_cohort(args).readings(), args.count), args.rate):
+    for sim in readings_to_send(args):
         if stop.stopped:
             break
         out.write(encode(sim) + b"\n")
@@ -191,7 +190,7 @@ def run_kafka(args: argparse.Namespace, settings: Settings, stop: StopFlag) -> S
 
     next_progress = time.monotonic() + PROGRESS_EVERY_S
     try:
-        for sim in paced(bounded(make_cohort(args).readings(), args.count), args.rate):
+        for sim in readings_to_send(args):
             if stop.stopped:
                 break
             headers = base_headers + truth_headers(sim) if args.emit_truth else base_headers
