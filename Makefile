@@ -24,8 +24,8 @@ venv: $(STAMP)  ## create .venv and install pinned dependencies
 $(MODEL): | $(STAMP)
 	$(PY) -m ml.train_model --output $(MODEL)
 
-train: $(STAMP)  ## (re)train the risk model
-	$(PY) -m ml.train_model --output $(MODEL)
+train: $(STAMP)  ## (re)train the risk model and regenerate the committed model card
+	$(PY) -m ml.train_model --output $(MODEL) --model-card ml/MODEL_CARD.md
 
 demo: $(STAMP) $(MODEL)  ## bounded end-to-end run against the stand-in (or BP_* endpoints): summary + report
 	$(PY) -m infra.demo

@@ -20,7 +20,7 @@ from bp.clinical import Category, assess, categorize, is_actionable, prioritize
 from bp.cohort import EpisodeKind
 from bp.errors import ModelError
 from bp.features import FEATURE_NAMES, check_artifact_metadata
-from ml import train_model
+from ml import dataset, selection, train_model
 
 TINY = ["--patients", "30", "--days", "2", "--seed", "3", "--quiet"]
 
@@ -130,7 +130,7 @@ def test_cv_folds_partition_the_development_patients_and_never_hold_a_test_patie
 
 @pytest.mark.parametrize("n", [3, 4, 10, 101, 400])
 def test_split_patients_partitions(n: int) -> None:
-    splits = train_model.split_patients(n, seed=1)
+    splits = dataset.split_patients(n, seed=1)
     together = np.concatenate(list(splits.values()))
     assert sorted(together.tolist()) == list(range(n))
     assert all(idx.size >= 1 for idx in splits.values())
@@ -141,13 +141,13 @@ def test_split_patients_partitions(n: int) -> None:
 def test_cv_folds_are_whole_patients_balanced_by_profile(n: int) -> None:
     profiles = [("a", "b", "c")[i % 3] if i % 7 else "d" for i in range(n + 5)]
     patients = np.arange(5, n + 5, dtype=np.int64)  # not starting at 0: folds hold patient indices
-    folds = train_model.cv_folds(patients, profiles, seed=9)
+    folds = dataset.cv_folds(patients, profiles, seed=9)
     assert len(folds) == min(5, n)
     assert sorted(np.concatenate(folds).tolist()) == patients.tolist()
     for profile in set(profiles):
         counts = [sum(profiles[i] == profile for i in f.tolist()) for f in folds]
         assert max(counts) - min(counts) <= 1, (profile, counts)
-    assert [f.tolist() for f in folds] == [f.tolist() for f in train_model.cv_folds(patients, profiles, seed=9)]
+    assert [f.tolist() for f in folds] == [f.tolist() for f in dataset.cv_folds(patients, profiles, seed=9)]
 
 
 def test_out_of_fold_risk_ignores_the_held_out_labels() -> None:
@@ -155,10 +155,10 @@ def test_out_of_fold_risk_ignores_the_held_out_labels() -> None:
     x = rng.normal(size=(300, 3))
     y = x[:, 0] + rng.normal(scale=0.5, size=300) > 0.5
     fold = np.repeat(np.arange(3), 100)
-    risk = train_model.out_of_fold_risk(x, y, fold)
+    risk = selection.out_of_fold_risk(x, y, fold)
     flipped = y.copy()
     flipped[fold == 1] = ~flipped[fold == 1]  # a leak would move fold 1's own risks
-    again = train_model.out_of_fold_risk(x, flipped, fold)
+    again = selection.out_of_fold_risk(x, flipped, fold)
     assert np.array_equal(risk[fold == 1], again[fold == 1])
     assert not np.array_equal(risk[fold == 0], again[fold == 0])  # the flip does reach the other folds
 
@@ -230,11 +230,11 @@ def _rule_check(rows: list[dict[str, str]], threshold: float) -> dict[str, Any]:
     )
     groups = {"overall": label} | {kind.value: label & (episode == kind.value) for kind in EpisodeKind}
     met = {
-        name: actionable[mask].mean() >= min(1.0, rule[mask].mean() + train_model.RECALL_MARGIN) - 1e-12
+        name: actionable[mask].mean() >= min(1.0, rule[mask].mean() + selection.RECALL_MARGIN) - 1e-12
         for name, mask in groups.items()
         if mask.any()
     }
-    budget = train_model.FALSE_ALERT_BUDGET * (rule & ~label).sum()
+    budget = selection.FALSE_ALERT_BUDGET * (rule & ~label).sum()
     return {"recall_met": met, "within_budget": bool((actionable & ~label).sum() <= budget)}
 
 
@@ -262,7 +262,7 @@ def test_threshold_follows_the_stated_rule_on_its_oof_predictions(tiny_run: Run)
 
 
 def _choose(y: list[int], risk: list[float], rule: list[int], crisis: list[int], episode: list[str]) -> dict[str, Any]:
-    return train_model.choose_threshold(
+    return selection.choose_threshold(
         y=np.array(y, dtype=bool),
         risk=np.array(risk),
         rule=np.array(rule, dtype=bool),
@@ -377,3 +377,19 @@ def test_nonsense_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[st
         train_model.main(argv)
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_card_goes_next_to_the_artifact_and_nowhere_else_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tiny_run: Run
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a stray write to the default committed card would land here
+    artifact = tmp_path / "out" / "model.joblib"
+    assert train_model.main([*TINY, "--output", str(artifact)]) == 0
+    capsys.readouterr()
+    card = artifact.with_suffix(".card.md")
+    assert card.is_file()
+    assert not (tmp_path / train_model.COMMITTED_MODEL_CARD).exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        p.name for p in artifact.parent.iterdir()
+    )
+    assert tiny_run.card.read_text() == tiny_run.artifact.with_suffix(".card.md").read_text()  # --model-card: a copy
