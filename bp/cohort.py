@@ -36,6 +36,28 @@ Clinical episodes (label positive while significant)
     - sharp rise: +25..+40 / +10..+20 mmHg above the patient's own level, which may stay under 140/90 in a
       normotensive patient (the event fixed thresholds miss).
 
+Schedules (:class:`Schedule`)
+    ``ambulatory`` (default): one reading per patient every ``interval``, as an ambulatory monitor takes them; the
+    episode timeline above counts these readings. ``home``: self-measured blood pressure as the AHA/AMA 2020
+    statement recommends it: a morning (07:00) and an evening (19:30) session per day, each a *pair* of readings
+    a minute apart (same physiological state, independent cuff noise), patients staggered over 90 minutes; a patient
+    misses a whole day with probability :data:`HOME_MISSED_DAY` and a single session with
+    :data:`HOME_MISSED_SESSION` (the physiology goes on; nothing is measured). The episode timeline then counts
+    sessions (:data:`HOME_RAMP_SESSIONS`, :data:`HOME_HOLD_SESSIONS`, :data:`HOME_RESOLVE_SESSIONS`: episodes of
+    days, the kind home monitoring can see), ``interval`` is ignored.
+
+Prevalence
+    ``episodes_per_month=None`` (default, "dense"): the per-reading (or per-session) hazards of
+    :data:`EPISODE_RATES` -- about 10 episodes per patient-month at 15-minute ambulatory readings, dense enough to
+    train on. A number instead sets the expected episode starts per patient per 30 days of simulated time (the
+    hazards are rescaled by the time one reading slot stands for); :data:`REALISTIC_EPISODES_PER_MONTH` is the
+    realistic option (about one episode per patient-month).
+
+Profile mix
+    ``profile_mix`` replaces the shares of :data:`PROFILES` (e.g. :data:`PROFILE_MIXES` ``"shifted"``: an older,
+    more hypertensive and more hypotension-prone population, for testing on a shifted population);
+    :func:`parse_profile_mix` reads ``"shifted"`` or ``"name=share,name=share"``.
+
 Expected shares with the defaults (asserted by the tests, see :data:`EXPECTED_SHARES`): about 6 % of readings
 inside an episode (crisis ~2 %, hypotension ~2 %, sharp rise ~2 %), ~5 % significant, 0.5 % artefacts.
 """
@@ -45,7 +67,7 @@ from __future__ import annotations
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,6 +84,13 @@ class EpisodeKind(StrEnum):
     HYPERTENSIVE_CRISIS = "hypertensive_crisis"
     ACUTE_HYPOTENSION = "acute_hypotension"
     SHARP_RISE = "sharp_rise"
+
+
+class Schedule(StrEnum):
+    """When readings are taken: an ambulatory monitor every interval, or home pairs morning and evening."""
+
+    AMBULATORY = "ambulatory"
+    HOME = "home"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +112,7 @@ class Truth:
     significant: bool
     episode: str | None
     artefact: bool
+    episode_id: str | None = None  # unique per patient and episode (patient id + "-e" + its number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +153,20 @@ PROFILES: tuple[Profile, ...] = (
     Profile("elderly_wide_pulse_pressure", 0.12, (70, 92), (140, 162), (62, 78), 0.06, 1.3, 1.5, 1.0, 0.8),
 )
 
+PROFILE_MIXES: dict[str, dict[str, float]] = {
+    "default": {p.name: p.share for p in PROFILES},
+    # Older and sicker: fewer normotensive and athletic patients, more stage 2, hypotension-prone and elderly.
+    "shifted": {
+        "normotensive": 0.14,
+        "elevated": 0.10,
+        "hypertension_stage_1": 0.14,
+        "hypertension_stage_2": 0.22,
+        "hypotension_prone": 0.16,
+        "athlete": 0.04,
+        "elderly_wide_pulse_pressure": 0.20,
+    },
+}
+
 # Per-reading hazard of an episode starting (before the profile's multiplier).
 EPISODE_RATES: dict[EpisodeKind, float] = {
     EpisodeKind.HYPERTENSIVE_CRISIS: 0.0012,
@@ -135,6 +179,19 @@ RAMP_READINGS = (3, 6)
 HOLD_READINGS = (4, 16)
 RESOLVE_READINGS = (3, 6)
 SIGNIFICANT_FRACTION = 0.5
+REALISTIC_EPISODES_PER_MONTH = 1.0
+NOMINAL_READING_MINUTES = 15.0  # the reading slot EPISODE_RATES are per (dense prevalence)
+
+# Home schedule (self-measured blood pressure): session times (local time of start), pairs, missed days.
+HOME_SESSIONS_MINUTES = (7 * 60, 19 * 60 + 30)
+HOME_STAGGER_MINUTES = 90.0
+HOME_PAIR_GAP = timedelta(minutes=1)
+HOME_MISSED_DAY = 0.15
+HOME_MISSED_SESSION = 0.10
+HOME_RAMP_SESSIONS = (1, 3)
+HOME_HOLD_SESSIONS = (2, 8)
+HOME_RESOLVE_SESSIONS = (1, 3)
+HOME_COOLDOWN_SESSIONS = 6
 
 # Documented ranges (share of readings) the tests assert on a cohort of a few hundred patients.
 EXPECTED_SHARES: dict[str, tuple[float, float]] = {
@@ -182,10 +239,8 @@ _NIGHT: tuple[float, ...] = tuple(_night_weight(m) for m in range(_MINUTES_PER_D
 
 _TRUTH_NORMAL = Truth(False, None, False)
 _TRUTH_ARTEFACT = Truth(False, None, True)
-_TRUTH_EPISODE: dict[tuple[str, bool], Truth] = {
-    (kind.value, sig): Truth(sig, kind.value, False) for kind in EpisodeKind for sig in (False, True)
-}
 _KINDS = (EpisodeKind.HYPERTENSIVE_CRISIS, EpisodeKind.ACUTE_HYPOTENSION, EpisodeKind.SHARP_RISE)
+_SHARP_RISE = EpisodeKind.SHARP_RISE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +255,37 @@ class _SimParams:
     cumulative_rates: tuple[float, float, float]
 
 
-def _quotas(n: int) -> list[Profile]:
-    """Exactly n profiles in the documented shares (largest remainder)."""
-    raw = [p.share * n for p in PROFILES]
+def parse_profile_mix(text: str) -> dict[str, float]:
+    """A named mix (:data:`PROFILE_MIXES`) or ``name=share,...`` (shares >= 0, normalised); ValueError if bad."""
+    text = text.strip()
+    if text in PROFILE_MIXES:
+        return dict(PROFILE_MIXES[text])
+    names = {p.name for p in PROFILES}
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in names:
+            raise ValueError(
+                f"profile mix {text!r}: expected one of {sorted(PROFILE_MIXES)} or name=share,... with names from "
+                f"{sorted(names)}"
+            )
+        try:
+            share = float(value)
+        except ValueError:
+            raise ValueError(f"profile mix {text!r}: share of {name} is not a number") from None
+        if not math.isfinite(share) or share < 0:
+            raise ValueError(f"profile mix {text!r}: share of {name} must be >= 0")
+        mix[name] = share
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError(f"profile mix {text!r}: shares add up to 0")
+    return {name: share / total for name, share in mix.items()}
+
+
+def _quotas(n: int, mix: Mapping[str, float] | None = None) -> list[Profile]:
+    """Exactly n profiles in the documented shares, or in ``mix`` (largest remainder)."""
+    raw = [(p.share if mix is None else mix.get(p.name, 0.0)) * n for p in PROFILES]
     counts = [int(r) for r in raw]
     order = sorted(range(len(PROFILES)), key=lambda i: (counts[i] - raw[i], i))
     for i in order[: n - sum(counts)]:
@@ -219,6 +302,10 @@ class Cohort:
         seed: int,
         start: datetime,
         interval: timedelta = timedelta(minutes=15),
+        *,
+        schedule: Schedule = Schedule.AMBULATORY,
+        episodes_per_month: float | None = None,
+        profile_mix: Mapping[str, float] | None = None,
     ) -> None:
         if patients < 1:
             raise ValueError(f"a cohort needs at least one patient, got {patients}")
@@ -226,13 +313,21 @@ class Cohort:
             raise ValueError(f"interval must be positive, got {interval}")
         if start.tzinfo is None or start.utcoffset() is None:
             raise ValueError("start must be timezone-aware")
+        if episodes_per_month is not None and not (math.isfinite(episodes_per_month) and episodes_per_month >= 0):
+            raise ValueError(f"episodes_per_month must be a number >= 0, got {episodes_per_month}")
+        if profile_mix is not None and sum(profile_mix.get(p.name, 0.0) for p in PROFILES) <= 0:
+            raise ValueError(f"profile mix {dict(profile_mix)} has no known profile with a positive share")
         self.seed = seed
         self.start = start
         self.interval = interval
+        self.schedule = Schedule(schedule)
+        self.episodes_per_month = episodes_per_month
+        slot_minutes = 720.0 if self.schedule is Schedule.HOME else interval.total_seconds() / 60.0
+        hazard_scale = 1.0 if episodes_per_month is None else episodes_per_month * slot_minutes / 43200.0 / _MEAN_HAZARD
         rng = random.Random(seed)
         fake = Faker()
         fake.seed_instance(seed)
-        profiles = _quotas(patients)
+        profiles = _quotas(patients, profile_mix)
         rng.shuffle(profiles)
         made: list[Patient] = []
         params: list[_SimParams] = []
@@ -247,7 +342,7 @@ class Cohort:
                 OrderedDict((("female", profile.female_share), ("male", 1.0 - profile.female_share)))
             )
             made.append(_patient(pid, age, str(sex), profile, rng))
-            params.append(_params(profile, rng))
+            params.append(_params(profile, rng, hazard_scale))
         self.patients: tuple[Patient, ...] = tuple(made)
         self._params: tuple[_SimParams, ...] = tuple(params)
 
@@ -258,124 +353,189 @@ class Cohort:
         return list(islice(self.readings(), n))
 
     def readings(self) -> Iterator[SimReading]:
-        """Endless stream in non-decreasing effective time; restarts from the beginning on every call.
+        """Endless stream in non-decreasing effective time; restarts from the beginning on every call."""
+        if self.schedule is Schedule.HOME:
+            return self._home()
+        return self._ambulatory()
 
-        One flat loop with local names on purpose: it runs per reading and must stay fast.
-        """
-        rng = random.Random(f"bp-stream-readings-{self.seed}")
-        gauss = rng.gauss
-        rand = rng.random
-        uniform = rng.uniform
-        randint = rng.randint
+    def _ambulatory(self) -> Iterator[SimReading]:
+        """One reading per patient per tick, patients staggered evenly within the interval."""
+        sim = _Physiology(self)
+        step, measure = sim.step, sim.measure
         n = len(self.patients)
         interval_min = self.interval.total_seconds() / 60.0
         staggers = [self.interval * i / n for i in range(n)]
         stagger_min = [s.total_seconds() / 60.0 for s in staggers]
         start_min = self.start.hour * 60 + self.start.minute + self.start.second / 60.0
-        night = _NIGHT
-        phi = _AR_PHI
-        innov = math.sqrt(1.0 - phi * phi)
-        patients = self.patients
-        params = self._params
-        # Mutable per-patient state: AR(1) levels, episode plan and cooldown.
-        ar_s = [0.0] * n
-        ar_d = [0.0] * n
-        cooldown = [0] * n
-        plan: list[list[float] | None] = [None] * n
-        step = [0] * n
-        kind_of: list[str] = [""] * n
-        target_s = [0.0] * n
-        target_d = [0.0] * n
-        seq = [0] * n
-        last_artefact = [False] * n
-        # Crisis and hypotension move towards an absolute target; a sharp rise adds to the patient's own level.
-        absolute_kinds = (EpisodeKind.HYPERTENSIVE_CRISIS.value, EpisodeKind.ACUTE_HYPOTENSION.value)
         tick_time = self.start
         tick = 0
         while True:
             base_min = start_min + tick * interval_min
             for i in range(n):
-                patient = patients[i]
-                p = params[i]
-                w = night[int(base_min + stagger_min[i] + p.phase_minutes) % _MINUTES_PER_DAY]
-                g = gauss(0.0, 1.0)
-                ar_s[i] = phi * ar_s[i] + innov * p.ar_sd_systolic * g
-                ar_d[i] = phi * ar_d[i] + innov * p.ar_sd_diastolic * (0.6 * g + 0.8 * gauss(0.0, 1.0))
-                s = patient.baseline_systolic * (1.0 - p.dip_systolic * w) + ar_s[i]
-                d = patient.baseline_diastolic * (1.0 - p.dip_diastolic * w) + ar_d[i]
-                truth = _TRUTH_NORMAL
-                fracs = plan[i]
-                if fracs is None:
-                    if cooldown[i] > 0:
-                        cooldown[i] -= 1
-                    else:
-                        r = rand()
-                        c1, c2, c3 = p.cumulative_rates
-                        if r < c3:
-                            kind = _KINDS[0] if r < c1 else _KINDS[1] if r < c2 else _KINDS[2]
-                            ramp = randint(*RAMP_READINGS)
-                            hold = randint(*HOLD_READINGS)
-                            resolve = randint(*RESOLVE_READINGS)
-                            fracs = (
-                                [(k + 1) / ramp for k in range(ramp)]
-                                + [1.0] * hold
-                                + [1.0 - (k + 1) / (resolve + 1) for k in range(resolve)]
-                            )
-                            plan[i] = fracs
-                            step[i] = 0
-                            kind_of[i] = kind.value
-                            if kind is EpisodeKind.HYPERTENSIVE_CRISIS:
-                                target_s[i] = uniform(185.0, 220.0)
-                                target_d[i] = uniform(105.0, 130.0)
-                            elif kind is EpisodeKind.ACUTE_HYPOTENSION:
-                                # at least a 20 % drop from the patient's current level (night included)
-                                target_s[i] = min(uniform(70.0, 85.0), 0.8 * s)
-                                target_d[i] = min(uniform(40.0, 55.0), 0.8 * d)
-                            else:
-                                target_s[i] = uniform(25.0, 40.0)
-                                target_d[i] = uniform(10.0, 20.0)
-                if fracs is not None:
-                    frac = fracs[step[i]]
-                    kind_value = kind_of[i]
-                    if kind_value in absolute_kinds:
-                        s += frac * (target_s[i] - s)
-                        d += frac * (target_d[i] - d)
-                    else:
-                        s += frac * target_s[i]
-                        d += frac * target_d[i]
-                    truth = _TRUTH_EPISODE[(kind_value, frac >= SIGNIFICANT_FRACTION)]
-                    step[i] += 1
-                    if step[i] == len(fracs):
-                        plan[i] = None
-                        cooldown[i] = EPISODE_COOLDOWN
-                elif rand() < ARTEFACT_RATE and not last_artefact[i]:
-                    truth = _TRUTH_ARTEFACT
-                    if rand() < 0.7:
-                        s += uniform(40.0, 90.0)
-                        d += uniform(15.0, 45.0)
-                    else:
-                        s -= uniform(25.0, 45.0)
-                        d -= uniform(15.0, 30.0)
-                si = round(s + gauss(0.0, _CUFF_SD[0]))
-                di = round(d + gauss(0.0, _CUFF_SD[1]))
-                si = _SYS_MIN if si < _SYS_MIN else _SYS_MAX if si > _SYS_MAX else si
-                di = _DIA_MIN if di < _DIA_MIN else _DIA_MAX if di > _DIA_MAX else di
-                if si - di < _MIN_PULSE_PRESSURE:
-                    di = si - _MIN_PULSE_PRESSURE
-                    if di < _DIA_MIN:
-                        di = _DIA_MIN
-                        si = _DIA_MIN + _MIN_PULSE_PRESSURE
-                last_artefact[i] = truth is _TRUTH_ARTEFACT
-                k = seq[i]
-                seq[i] = k + 1
-                pid = patient.patient_id
-                yield SimReading(
-                    Reading(pid, tick_time + staggers[i], float(si), float(di), f"{pid}-{k}"),
-                    truth,
-                    patient,
-                )
+                s, d, truth = step(i, base_min + stagger_min[i])
+                yield measure(i, s, d, truth, tick_time + staggers[i])
             tick += 1
             tick_time = tick_time + self.interval
+
+    def _home(self) -> Iterator[SimReading]:
+        """Morning and evening sessions of two readings a minute apart; missed days and sessions."""
+        sim = _Physiology(self)
+        step, measure = sim.step, sim.measure
+        rand = random.Random(f"bp-stream-home-{self.seed}").random
+        n = len(self.patients)
+        staggers = [timedelta(minutes=HOME_STAGGER_MINUTES * i / n) for i in range(n)]
+        stagger_min = [s.total_seconds() / 60.0 for s in staggers]
+        midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        slots = len(HOME_SESSIONS_MINUTES)
+        tick = next(
+            k for k in range(slots + 1)
+            if k == slots or midnight + timedelta(minutes=HOME_SESSIONS_MINUTES[k]) >= self.start
+        )  # fmt: skip
+        missed_day = [False] * n
+        while True:
+            day, slot = divmod(tick, slots)
+            session = midnight + timedelta(days=day, minutes=HOME_SESSIONS_MINUTES[slot])
+            session_min = float(HOME_SESSIONS_MINUTES[slot])
+            batch: list[SimReading] = []
+            for i in range(n):
+                s, d, truth = step(i, session_min + stagger_min[i])
+                if slot == 0 or tick == 0:
+                    missed_day[i] = rand() < HOME_MISSED_DAY
+                if missed_day[i] or rand() < HOME_MISSED_SESSION:
+                    continue
+                at = session + staggers[i]
+                batch.append(measure(i, s, d, truth, at))
+                batch.append(measure(i, s, d, truth, at + HOME_PAIR_GAP))
+            batch.sort(key=_effective)
+            yield from batch
+            tick += 1
+
+
+def _effective(sim: SimReading) -> datetime:
+    return sim.reading.effective
+
+
+class _Physiology:
+    """The mutable per-patient simulation state of one :meth:`Cohort.readings` stream (private).
+
+    :meth:`step` advances a patient's physiology by one slot (a reading, or a home session) and returns the
+    pressure before cuff noise; :meth:`measure` turns it into a reading (artefacts, cuff noise, rounding).
+    """
+
+    def __init__(self, cohort: Cohort) -> None:
+        rng = random.Random(f"bp-stream-readings-{cohort.seed}")
+        self.gauss = rng.gauss
+        self.rand = rng.random
+        self.uniform = rng.uniform
+        self.randint = rng.randint
+        n = len(cohort.patients)
+        self.patients = cohort.patients
+        self.params = cohort._params
+        home = cohort.schedule is Schedule.HOME
+        self.ramp = HOME_RAMP_SESSIONS if home else RAMP_READINGS
+        self.hold = HOME_HOLD_SESSIONS if home else HOLD_READINGS
+        self.resolve = HOME_RESOLVE_SESSIONS if home else RESOLVE_READINGS
+        self.cooldown_slots = HOME_COOLDOWN_SESSIONS if home else EPISODE_COOLDOWN
+        self.innov = math.sqrt(1.0 - _AR_PHI * _AR_PHI)
+        self.ar_s = [0.0] * n
+        self.ar_d = [0.0] * n
+        self.cooldown = [0] * n
+        self.plan: list[list[float] | None] = [None] * n
+        self.step_of = [0] * n
+        self.kind_of: list[str] = [""] * n
+        self.target_s = [0.0] * n
+        self.target_d = [0.0] * n
+        self.episodes = [0] * n
+        self.seq = [0] * n
+        self.last_artefact = [False] * n
+
+    def step(self, i: int, minute: float) -> tuple[float, float, Truth]:
+        """Advance patient ``i`` to local ``minute`` of the day (any value; taken modulo a day)."""
+        patient = self.patients[i]
+        p = self.params[i]
+        gauss = self.gauss
+        w = _NIGHT[int(minute + p.phase_minutes) % _MINUTES_PER_DAY]
+        g = gauss(0.0, 1.0)
+        self.ar_s[i] = _AR_PHI * self.ar_s[i] + self.innov * p.ar_sd_systolic * g
+        self.ar_d[i] = _AR_PHI * self.ar_d[i] + self.innov * p.ar_sd_diastolic * (0.6 * g + 0.8 * gauss(0.0, 1.0))
+        s = patient.baseline_systolic * (1.0 - p.dip_systolic * w) + self.ar_s[i]
+        d = patient.baseline_diastolic * (1.0 - p.dip_diastolic * w) + self.ar_d[i]
+        fracs = self.plan[i]
+        if fracs is None:
+            if self.cooldown[i] > 0:
+                self.cooldown[i] -= 1
+                return s, d, _TRUTH_NORMAL
+            r = self.rand()
+            c1, c2, c3 = p.cumulative_rates
+            if r >= c3:
+                return s, d, _TRUTH_NORMAL
+            kind = _KINDS[0] if r < c1 else _KINDS[1] if r < c2 else _KINDS[2]
+            uniform = self.uniform
+            ramp = self.randint(*self.ramp)
+            hold = self.randint(*self.hold)
+            resolve = self.randint(*self.resolve)
+            fracs = (
+                [(k + 1) / ramp for k in range(ramp)]
+                + [1.0] * hold
+                + [1.0 - (k + 1) / (resolve + 1) for k in range(resolve)]
+            )
+            self.plan[i] = fracs
+            self.step_of[i] = 0
+            self.kind_of[i] = kind.value
+            self.episodes[i] += 1
+            if kind is EpisodeKind.HYPERTENSIVE_CRISIS:
+                self.target_s[i] = uniform(185.0, 220.0)
+                self.target_d[i] = uniform(105.0, 130.0)
+            elif kind is EpisodeKind.ACUTE_HYPOTENSION:
+                # at least a 20 % drop from the patient's current level (night included)
+                self.target_s[i] = min(uniform(70.0, 85.0), 0.8 * s)
+                self.target_d[i] = min(uniform(40.0, 55.0), 0.8 * d)
+            else:
+                self.target_s[i] = uniform(25.0, 40.0)
+                self.target_d[i] = uniform(10.0, 20.0)
+        # Crisis and hypotension move towards an absolute target; a sharp rise adds to the patient's own level.
+        frac = fracs[self.step_of[i]]
+        kind_value = self.kind_of[i]
+        if kind_value == _SHARP_RISE:
+            s += frac * self.target_s[i]
+            d += frac * self.target_d[i]
+        else:
+            s += frac * (self.target_s[i] - s)
+            d += frac * (self.target_d[i] - d)
+        truth = Truth(frac >= SIGNIFICANT_FRACTION, kind_value, False, f"{patient.patient_id}-e{self.episodes[i]}")
+        self.step_of[i] += 1
+        if self.step_of[i] == len(fracs):
+            self.plan[i] = None
+            self.cooldown[i] = self.cooldown_slots
+        return s, d, truth
+
+    def measure(self, i: int, s: float, d: float, truth: Truth, at: datetime) -> SimReading:
+        """A reading of patient ``i`` at ``at``: maybe a cuff artefact (outside episodes), cuff noise, clamping."""
+        if truth.episode is None and self.rand() < ARTEFACT_RATE and not self.last_artefact[i]:
+            truth = _TRUTH_ARTEFACT
+            uniform = self.uniform
+            if self.rand() < 0.7:
+                s += uniform(40.0, 90.0)
+                d += uniform(15.0, 45.0)
+            else:
+                s -= uniform(25.0, 45.0)
+                d -= uniform(15.0, 30.0)
+        gauss = self.gauss
+        si = round(s + gauss(0.0, _CUFF_SD[0]))
+        di = round(d + gauss(0.0, _CUFF_SD[1]))
+        si = _SYS_MIN if si < _SYS_MIN else _SYS_MAX if si > _SYS_MAX else si
+        di = _DIA_MIN if di < _DIA_MIN else _DIA_MAX if di > _DIA_MAX else di
+        if si - di < _MIN_PULSE_PRESSURE:
+            di = si - _MIN_PULSE_PRESSURE
+            if di < _DIA_MIN:
+                di = _DIA_MIN
+                si = _DIA_MIN + _MIN_PULSE_PRESSURE
+        self.last_artefact[i] = truth is _TRUTH_ARTEFACT
+        patient = self.patients[i]
+        k = self.seq[i]
+        self.seq[i] = k + 1
+        pid = patient.patient_id
+        return SimReading(Reading(pid, at, float(si), float(di), f"{pid}-{k}"), truth, patient)
 
 
 def _patient(pid: str, age: int, sex: str, profile: Profile, rng: random.Random) -> Patient:
@@ -389,12 +549,24 @@ def _patient(pid: str, age: int, sex: str, profile: Profile, rng: random.Random)
     return Patient(pid, age, sex, profile.name, round(s, 1), round(d, 1))
 
 
-def _params(profile: Profile, rng: random.Random) -> _SimParams:
+def _profile_hazard(profile: Profile) -> float:
+    return (
+        EPISODE_RATES[EpisodeKind.HYPERTENSIVE_CRISIS] * profile.crisis
+        + EPISODE_RATES[EpisodeKind.ACUTE_HYPOTENSION] * profile.hypotension
+        + EPISODE_RATES[EpisodeKind.SHARP_RISE] * profile.sharp_rise
+    )
+
+
+# Per-slot hazard of the default population: episodes_per_month rescales hazards relative to it.
+_MEAN_HAZARD = sum(p.share * _profile_hazard(p) for p in PROFILES)
+
+
+def _params(profile: Profile, rng: random.Random, hazard_scale: float = 1.0) -> _SimParams:
     dip = min(max(rng.gauss(profile.dip, 0.03), 0.0), 0.22)
     var = profile.variability * rng.uniform(0.8, 1.2)
-    c1 = EPISODE_RATES[EpisodeKind.HYPERTENSIVE_CRISIS] * profile.crisis
-    c2 = c1 + EPISODE_RATES[EpisodeKind.ACUTE_HYPOTENSION] * profile.hypotension
-    c3 = c2 + EPISODE_RATES[EpisodeKind.SHARP_RISE] * profile.sharp_rise
+    c1 = EPISODE_RATES[EpisodeKind.HYPERTENSIVE_CRISIS] * profile.crisis * hazard_scale
+    c2 = c1 + EPISODE_RATES[EpisodeKind.ACUTE_HYPOTENSION] * profile.hypotension * hazard_scale
+    c3 = c2 + EPISODE_RATES[EpisodeKind.SHARP_RISE] * profile.sharp_rise * hazard_scale
     return _SimParams(
         dip_systolic=dip,
         dip_diastolic=min(dip * 1.15, 0.25),

@@ -8,7 +8,9 @@ Lines to stdout instead, without Kafka.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -31,8 +34,8 @@ from bp.cli import (
     positive_int,
     tune_gc,
 )
-from bp.cohort import Cohort, SimReading
-from bp.errors import BpError, EndpointError
+from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Cohort, Schedule, SimReading, parse_profile_mix
+from bp.errors import BpError, ConfigError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
 from bp.settings import Settings, load_settings
 
@@ -77,6 +80,43 @@ def truth_headers(sim: SimReading) -> list[tuple[str, bytes]]:
     ]
 
 
+def truth_line(sim: SimReading) -> bytes:
+    """One line of ``--truth-file``: the ground truth of a published reading, joined on observation_id."""
+    reading, truth = sim.reading, sim.truth
+    return orjson.dumps(
+        {
+            "observation_id": reading.observation_id,
+            "patient_id": reading.patient_id,
+            "effective": reading.effective.isoformat(),
+            "episode_id": truth.episode_id,
+            "episode_type": truth.episode,
+            "significant": truth.significant,
+        }
+    )
+
+
+def prevalence(text: str) -> float | None:
+    """``--prevalence``: dense (None: the simulator's training hazards), realistic, or episodes per patient-month."""
+    if text == "dense":
+        return None
+    if text == "realistic":
+        return REALISTIC_EPISODES_PER_MONTH
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dense, realistic or a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"episodes per patient-month must be >= 0, got {text!r}")
+    return value
+
+
+def profile_mix(text: str) -> dict[str, float]:
+    try:
+        return parse_profile_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def paced(
     items: Iterator[SimReading],
     rate: float,
@@ -103,7 +143,15 @@ def make_cohort(args: argparse.Namespace) -> Cohort:
         interval_s = args.patients / args.rate  # simulated time then follows the wall clock
     else:
         interval_s = DEFAULT_INTERVAL_S
-    return Cohort(patients=args.patients, seed=args.seed, start=start, interval=timedelta(seconds=interval_s))
+    return Cohort(
+        patients=args.patients,
+        seed=args.seed,
+        start=start,
+        interval=timedelta(seconds=interval_s),
+        schedule=args.schedule,
+        episodes_per_month=args.prevalence,
+        profile_mix=args.profile_mix,
+    )
 
 
 def readings_to_send(args: argparse.Namespace) -> Iterator[SimReading]:
@@ -111,16 +159,20 @@ def readings_to_send(args: argparse.Namespace) -> Iterator[SimReading]:
     return paced(islice(make_cohort(args).readings(), args.count or None), args.rate)
 
 
-def run_dry(args: argparse.Namespace, out: IO[bytes], stop: StopFlag) -> Stats:
-    """Write the Observations as JSON Lines to ``out``."""
+def run_dry(args: argparse.Namespace, out: IO[bytes], stop: StopFlag, truth: IO[bytes] | None = None) -> Stats:
+    """Write the Observations as JSON Lines to ``out`` (and their ground truth to ``truth``)."""
     stats = Stats()
     for sim in readings_to_send(args):
         if stop.stopped:
             break
         out.write(encode(sim) + b"\n")
+        if truth is not None:
+            truth.write(truth_line(sim) + b"\n")
         stats.sent += 1
         stats.acked += 1
     out.flush()
+    if truth is not None:
+        truth.flush()
     return stats
 
 
@@ -248,14 +300,63 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds between two readings of one patient (default: patients/rate, or 900 when --rate 0)",
     )
-    parser.add_argument("--emit-truth", action="store_true", help="add the simulator's ground truth as Kafka headers")
+    parser.add_argument(
+        "--schedule",
+        type=Schedule,
+        choices=list(Schedule),
+        default=Schedule.AMBULATORY,
+        help="ambulatory: a reading every --interval; home: morning and evening pairs a minute apart, missed days "
+        "(default ambulatory)",
+    )
+    parser.add_argument(
+        "--prevalence",
+        type=prevalence,
+        default=None,
+        metavar="dense|realistic|N",
+        help="episode prevalence: dense (the training default), realistic (about 1 episode per patient-month) or N "
+        "episodes per patient-month (default dense)",
+    )
+    parser.add_argument(
+        "--profile-mix",
+        type=profile_mix,
+        default=None,
+        metavar="default|shifted|NAME=SHARE,...",
+        help="patient profile shares (default: the documented mix; shifted: older and sicker)",
+    )
+    parser.add_argument(
+        "--emit-truth",
+        action="store_true",
+        help="publish the simulator's ground truth: as Kafka headers, or with --dry-run to --truth-file",
+    )
+    parser.add_argument(
+        "--truth-file", type=Path, default=None, help="with --dry-run --emit-truth: ground truth as JSON Lines here"
+    )
     parser.add_argument("--dry-run", action="store_true", help="write Observations as JSON Lines to stdout, no Kafka")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
+@contextlib.contextmanager
+def truth_output(args: argparse.Namespace) -> Iterator[IO[bytes] | None]:
+    """The open ``--truth-file`` of a dry run with ``--emit-truth``, else None."""
+    if not args.emit_truth:
+        yield None
+        return
+    try:
+        handle = args.truth_file.open("wb")
+    except OSError as exc:
+        raise ConfigError(f"cannot write --truth-file {args.truth_file}: {exc.strerror or exc}") from None
+    with handle:
+        yield handle
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.truth_file is not None and not (args.dry_run and args.emit_truth):
+        parser.error("--truth-file needs --dry-run and --emit-truth")
+    if args.dry_run and args.emit_truth and args.truth_file is None:
+        parser.error("--emit-truth with --dry-run needs --truth-file PATH (the Observations go to stdout)")
     configure_logging("producer", args.quiet)
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "big")
@@ -269,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.dry_run:
             try:
-                stats = run_dry(args, sys.stdout.buffer, stop)
+                with truth_output(args) as truth:
+                    stats = run_dry(args, sys.stdout.buffer, stop, truth)
             except BrokenPipeError:  # e.g. `| head`: the reader has what it wanted
                 return 0
         else:

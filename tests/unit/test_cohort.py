@@ -18,13 +18,17 @@ from bp.cohort import (
     EXPECTED_CATEGORY_SHARES,
     EXPECTED_SHARES,
     HOLD_READINGS,
+    PROFILE_MIXES,
     PROFILES,
     RAMP_READINGS,
+    REALISTIC_EPISODES_PER_MONTH,
     RESOLVE_READINGS,
     Cohort,
     EpisodeKind,
     Patient,
+    Schedule,
     SimReading,
+    parse_profile_mix,
 )
 from bp.fhir import build_observation
 
@@ -257,3 +261,86 @@ def test_simulator_is_fast() -> None:
     cohort.take(50_000)
     elapsed = time.perf_counter() - started
     assert 50_000 / elapsed > 50_000, f"{50_000 / elapsed:.0f} readings/s"
+
+
+# --------------------------------------------------------------------------- schedules, prevalence, profile mix
+
+
+def _home(n: int, seed: int, days: int, **kwargs: object) -> list[SimReading]:
+    cohort = Cohort(n, seed, START, schedule=Schedule.HOME, **kwargs)  # type: ignore[arg-type]
+    end = START + timedelta(days=days)
+    return list(itertools.takewhile(lambda s: s.reading.effective < end, cohort.readings()))
+
+
+def test_home_schedule_pairs_a_minute_apart_morning_and_evening_with_missed_days() -> None:
+    sims = _home(40, 2, 20)
+    times = [s.reading.effective for s in sims]
+    assert times == sorted(times)
+    assert all(t >= START for t in times)
+    per = by_patient(sims)
+    assert len(per) == 40
+    days_measured = 0
+    for rs in per.values():
+        sessions: dict[datetime, list[SimReading]] = defaultdict(list)
+        for a, b in zip(rs[::2], rs[1::2], strict=True):  # readings come in pairs ...
+            assert b.reading.effective - a.reading.effective == timedelta(minutes=1)  # ... a minute apart
+            assert a.truth.episode_id == b.truth.episode_id  # of the same state
+            sessions[a.reading.effective].append(a)
+        for at in sessions:
+            minutes = at.hour * 60 + at.minute
+            assert 7 * 60 <= minutes < 8 * 60 + 30 or 19 * 60 + 30 <= minutes < 21 * 60, at
+        days_measured += len({at.date() for at in sessions})
+    missed_days = 1 - days_measured / (40 * 20)
+    assert 0.08 <= missed_days <= 0.25  # HOME_MISSED_DAY 0.15 (a day of missed sessions adds a little)
+
+
+def _episodes_per_patient_month(sims: list[SimReading], patients: int, days: float) -> float:
+    episodes = {s.truth.episode_id for s in sims if s.truth.episode_id is not None}
+    return len(episodes) / patients / (days / 30.0)
+
+
+@pytest.mark.parametrize("schedule", list(Schedule))
+def test_realistic_prevalence_is_about_one_episode_per_patient_month(schedule: Schedule) -> None:
+    patients, days = 100, 30
+    if schedule is Schedule.HOME:
+        sims = _home(patients, 4, days, episodes_per_month=REALISTIC_EPISODES_PER_MONTH)
+    else:
+        cohort = Cohort(patients, 4, START, episodes_per_month=REALISTIC_EPISODES_PER_MONTH)
+        sims = cohort.take(patients * days * 96)
+    assert 0.7 <= _episodes_per_patient_month(sims, patients, days) <= 1.3
+    dense = Cohort(patients, 4, START).take(patients * 96 * 3)
+    assert _episodes_per_patient_month(dense, patients, 3) > 5  # the default is the dense training prevalence
+
+
+def test_episode_ids_name_one_episode_each() -> None:
+    sims = Cohort(30, 9, START).take(30 * 400)
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for s in sims:
+        if s.truth.episode_id is None:
+            assert s.truth.episode is None
+            continue
+        assert s.truth.episode_id.startswith(s.reading.patient_id + "-e")
+        kinds[s.truth.episode_id].add(str(s.truth.episode))
+    assert kinds
+    assert all(len(k) == 1 for k in kinds.values())
+    for rs in by_patient(sims).values():  # an episode's readings are consecutive
+        ids = [s.truth.episode_id for s in rs]
+        runs = [key for key, _ in itertools.groupby(ids) if key is not None]
+        assert len(runs) == len(set(runs))
+
+
+def test_profile_mix_sets_the_quotas() -> None:
+    mix = parse_profile_mix("shifted")
+    assert mix == PROFILE_MIXES["shifted"]
+    counts = Counter(p.profile for p in Cohort(100, 1, START, profile_mix=mix).patients)
+    assert counts == {name: round(share * 100) for name, share in mix.items()}
+    only = parse_profile_mix("athlete=1, hypotension_prone=3")
+    assert only == {"athlete": 0.25, "hypotension_prone": 0.75}
+    counts = Counter(p.profile for p in Cohort(8, 1, START, profile_mix=only).patients)
+    assert counts == {"athlete": 2, "hypotension_prone": 6}
+
+
+@pytest.mark.parametrize("text", ["", "nobody=1", "athlete", "athlete=x", "athlete=-1", "athlete=0", "athlete=nan"])
+def test_bad_profile_mix_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="profile mix"):
+        parse_profile_mix(text)

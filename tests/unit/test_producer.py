@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,19 @@ def test_paced_keeps_the_overall_rate_without_drift() -> None:
 
 @pytest.mark.parametrize(
     "flags",
-    [["--rate", "-1"], ["--count", "x"], ["--patients", "0"], ["--start", "2026-01-01T00:00:00"], ["--nope"]],
+    [
+        ["--rate", "-1"],
+        ["--count", "x"],
+        ["--patients", "0"],
+        ["--start", "2026-01-01T00:00:00"],
+        ["--nope"],
+        ["--schedule", "weekly"],
+        ["--prevalence", "often"],
+        ["--prevalence", "-1"],
+        ["--profile-mix", "nobody=1"],
+        ["--emit-truth"],  # with --dry-run: where would the truth go?
+        ["--truth-file", "truth.jsonl"],  # without --emit-truth
+    ],
 )
 def test_bad_flags_give_a_usage_error(flags: list[str]) -> None:
     result = subprocess.run(
@@ -97,3 +110,26 @@ def test_dry_run_cli_writes_json_lines_and_a_summary() -> None:
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 20
     assert b"sent 20, acked 20, failed 0" in result.stderr
+
+
+def test_dry_run_truth_file_joins_on_observation_id(tmp_path: Path) -> None:
+    truth_file = tmp_path / "truth.jsonl"
+    flags = ["--count", "400", "--rate", "0", "--seed", "3", "--patients", "4", "--schedule", "home"]
+    flags += ["--prevalence", "30", "--profile-mix", "shifted", "--emit-truth", "--truth-file", str(truth_file)]
+    result = subprocess.run(
+        [sys.executable, "-m", "producer.producer", "--dry-run", *flags],
+        cwd=ROOT, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    observations = [json.loads(line) for line in result.stdout.splitlines()]
+    truths = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    assert len(observations) == len(truths) == 400
+    for obs, truth in zip(observations, truths, strict=True):
+        assert set(truth) == {"observation_id", "patient_id", "effective", "episode_id", "episode_type", "significant"}
+        assert obs["id"] == truth["observation_id"]
+        assert obs["subject"]["reference"] == f"Patient/{truth['patient_id']}"
+        assert obs["effectiveDateTime"] == truth["effective"]
+        assert (truth["episode_id"] is None) == (truth["episode_type"] is None)
+        assert truth["significant"] in (True, False)
+        assert "episode" not in json.dumps(obs)
+    assert any(t["episode_id"] for t in truths)  # 30 episodes per patient-month: some in 400 readings
