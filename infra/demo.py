@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         report_result = subprocess.run(
             [sys.executable, "-m", "consumer.report", "--output", str(report)], cwd=ROOT, env=env, timeout=300,
             check=False, stderr=subprocess.PIPE, text=True,
-        ) if (ROOT / "consumer" / "report.py").exists() else None  # fmt: skip
+        )  # fmt: skip
         print_summary(
-            summary, elapsed, archive, env, report if report_result and report_result.returncode == 0 else None
+            summary, elapsed, archive, env, report if report_result.returncode == 0 else None
         )
-        if report_result is not None and report_result.returncode != 0:
+        if report_result.returncode != 0:
             sys.stderr.write(report_result.stderr)
             print("demo: the report failed (see above)")
             return 1

@@ -21,6 +21,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: the repository root on the path, for bp.dashboard
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bp.dashboard import (
+    ACTIONABLE_TITLE,
+    ANOMALIES_TITLE,
+    DASHBOARD_TITLE,
+    MULTI_TYPE_NOTE,
+    PANELS,
+    PEAKS_NOTE,
+)
+
 OUTPUT = Path(__file__).with_name("bp-stream.ndjson")
 
 CORE_MIGRATION_VERSION = "8.8.0"
@@ -360,13 +372,13 @@ def build() -> list[Json]:
     anomalies = data_view(ANOMALIES_VIEW, "bp-anomalies*", "effective", "bp-stream anomalies")
     stats = data_view(STATS_VIEW, "bp-stats*", "window_end", "bp-stream consumer stats")
 
-    total = metric("bp-anomaly-count", "Anomalies", "metric", "Anomalies", "")
+    total = metric("bp-anomaly-count", ANOMALIES_TITLE, "metric", "Anomalies", "")
     actionable = metric(
-        "bp-actionable-count", "Actionable alerts (critical + high)", "metric", "Actionable alerts", ACTIONABLE
+        "bp-actionable-count", ACTIONABLE_TITLE, "metric", "Actionable alerts", ACTIONABLE
     )
     by_type = lens(
         "bp-anomalies-by-type",
-        "Anomalies over time by type",
+        PANELS["anomalies_over_time"],
         ANOMALIES_VIEW,
         "by_type",
         {
@@ -376,11 +388,11 @@ def build() -> list[Json]:
         },
         "lnsXY",
         xy("by_type", "bar_stacked", "time", ["count"], split="type"),
-        description="A reading with several anomaly types counts once per type.",
+        description=MULTI_TYPE_NOTE,
     )
     rate = lens(
         "bp-anomaly-rate",
-        "Anomaly rate over time",
+        PANELS["anomaly_rate"],
         STATS_VIEW,
         "rate",
         {"time": date_histogram("window_end"), **ratio_formula("rate", "Anomaly rate", "anomalies", "readings")},
@@ -390,7 +402,7 @@ def build() -> list[Json]:
     )
     systolic = lens(
         "bp-systolic-distribution",
-        "Systolic pressure among anomalies (mmHg)",
+        PANELS["systolic"],
         ANOMALIES_VIEW,
         "systolic",
         {"bins": histogram("systolic", "Systolic (mmHg)"), "count": count("Anomalies")},
@@ -399,7 +411,7 @@ def build() -> list[Json]:
     )
     diastolic = lens(
         "bp-diastolic-distribution",
-        "Diastolic pressure among anomalies (mmHg)",
+        PANELS["diastolic"],
         ANOMALIES_VIEW,
         "diastolic",
         {"bins": histogram("diastolic", "Diastolic (mmHg)"), "count": count("Anomalies")},
@@ -408,7 +420,7 @@ def build() -> list[Json]:
     )
     peaks = lens(
         "bp-critical-peaks",
-        "Critical peaks over time",
+        PANELS["critical_peaks"],
         ANOMALIES_VIEW,
         "peaks",
         {
@@ -419,11 +431,11 @@ def build() -> list[Json]:
         "lnsXY",
         xy("peaks", "bar_stacked", "time", ["count"], split="category"),
         query=CRITICAL_PEAKS,
-        description="Readings with priority critical or category hypertensive_crisis.",
+        description=PEAKS_NOTE,
     )
     top_patients = lens(
         "bp-critical-top-patients",
-        "Patients with the most critical readings",
+        PANELS["top_patients"],
         ANOMALIES_VIEW,
         "patients",
         {
@@ -436,7 +448,7 @@ def build() -> list[Json]:
     )
     latest = saved_search(
         "bp-latest-critical-alerts",
-        "Latest critical alerts",
+        PANELS["latest_critical"],
         ANOMALIES_VIEW,
         ["patient_id", "systolic", "diastolic", "category", "priority", "ml_risk", "anomaly_types"],
         "effective",
@@ -444,7 +456,7 @@ def build() -> list[Json]:
     )
     board = dashboard(
         DASHBOARD_ID,
-        "Blood pressure surveillance",
+        DASHBOARD_TITLE,
         "bp-stream: anomalous blood-pressure readings indexed by the consumer (bp-anomalies*) and the "
         "consumers' window statistics (bp-stats*).",
         [

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import html
+import base64
+import dataclasses
 import json
 import re
 from collections import Counter
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
+import markupsafe
 import pytest
 
+from bp.dashboard import PANELS
 from bp.errors import ConfigError
-from consumer import report
-from consumer.report import (
-    PANELS,
+from consumer.report import model
+from consumer.report.archive import scan_archive
+from consumer.report.cli import write_atomic
+from consumer.report.model import (
     AnomalySummary,
     ArchiveSummary,
     Histogram,
@@ -24,11 +29,9 @@ from consumer.report import (
     choose_interval,
     histogram,
     public_url,
-    render_html,
-    scan_archive,
     time_series,
-    write_atomic,
 )
+from consumer.report.render import render_html
 
 MINUTE, HOUR = 60_000, 3_600_000
 
@@ -53,12 +56,12 @@ def test_choose_interval_examples(span_ms: int, expected: str) -> None:
 @pytest.mark.parametrize("span_ms", [0, 1, 999, 61_000, 7 * HOUR + 3, 400 * 24 * HOUR, 10**13])
 def test_choose_interval_is_the_smallest_that_fits(span_ms: int) -> None:
     _, size = choose_interval(span_ms)
-    sizes = [s for _, s in report.TIME_INTERVALS]
+    sizes = [s for _, s in model.TIME_INTERVALS]
     if size != sizes[-1]:
-        assert span_ms // size + 1 <= report.MAX_TIME_BUCKETS
+        assert span_ms // size + 1 <= model.MAX_TIME_BUCKETS
     smaller = [s for s in sizes if s < size]
     if smaller:
-        assert span_ms // smaller[-1] + 1 > report.MAX_TIME_BUCKETS
+        assert span_ms // smaller[-1] + 1 > model.MAX_TIME_BUCKETS
 
 
 def test_time_series_fills_gaps_and_orders_labels() -> None:
@@ -190,17 +193,49 @@ def test_render_html_embeds_the_numbers_and_escapes_data() -> None:
     assert data["summary"]["actionable"] == 3
     assert data["panels"]["top_patients"]["patients"][0]["patient_id"] == HOSTILE
     assert data["panels"]["anomaly_rate"]["series"] == {}
-    assert html.escape(HOSTILE) in page
+    assert HOSTILE not in page
+    assert HOSTILE in _visible_text(page)  # escaped by the template, shown as text
     for title in PANELS.values():
-        assert f"<h2>{html.escape(title)}</h2>" in page
+        assert f"<h2>{markupsafe.escape(title)}</h2>" in page
     assert 'data-metric="readings" data-value="100"' in page
 
 
-def test_render_html_ids_are_unique_and_every_reference_resolves() -> None:
+def test_render_html_ids_are_unique_and_every_chart_is_a_standalone_svg() -> None:
     page = render_html(_report())
     ids = re.findall(r'\bid="([^"]+)"', page)
     duplicates = [name for name, n in Counter(ids).items() if n > 1]
     assert not duplicates
-    references = set(re.findall(r'(?:href="#|url\(#)([^")]+)', page))
-    assert references and references <= set(ids)
-    assert not re.search(r'(?:src|href)="(?!#)', page)
+    sources = re.findall(r'\b(?:src|href)="([^"]*)"', page)
+    assert len(sources) == 6 and all(src.startswith("data:image/svg+xml;base64,") for src in sources)
+    for src in sources:  # each chart is its own document: its references resolve inside it, ids untouched
+        svg = base64.b64decode(src.split(",", 1)[1]).decode()
+        svg_ids = set(re.findall(r'\bid="([^"]+)"', svg))
+        references = set(re.findall(r'(?:href="#|url\(#)([^")]+)', svg))
+        assert references and references <= svg_ids
+
+
+def test_a_chart_without_data_says_so() -> None:
+    empty = dataclasses.replace(_report(), anomalies=AnomalySummary(exists=False))
+    page = render_html(empty)
+    assert page.count('data-has-data="false"') == 6
+    assert render_html(_report()).count('data-has-data="false"') == 1  # the rate: no statistics index
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.in_script = tag == "script"
+
+    def handle_data(self, data: str) -> None:
+        if not self.in_script:
+            self.parts.append(data)
+
+
+def _visible_text(page: str) -> str:
+    parser = _Text()
+    parser.feed(page)
+    return "".join(parser.parts)

@@ -1,0 +1,148 @@
+"""``python -m consumer.report``: build the report from Elasticsearch and the archive, write it, print a headline."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bp.cli import configure_logging, error_exit
+from bp.errors import BpError, ConfigError
+from bp.settings import Settings, load_settings
+from consumer.report.archive import scan_archive
+from consumer.report.model import Report, Sources, public_url
+from consumer.report.queries import query_anomalies, query_stats
+from consumer.report.render import rate_text, render_html
+
+log = logging.getLogger("bp.report")
+
+DEFAULT_OUTPUT = Path("reports/bp-report.html")
+
+
+def consistency_notes(report: Report) -> list[str]:
+    """Plain-language notes where the sources disagree or are missing."""
+    notes: list[str] = []
+    sources, stats, archive = report.sources, report.stats, report.archive
+    if not report.anomalies.exists:
+        notes.append(f"The anomaly index {sources.index} does not exist: no anomalies are shown.")
+    if not stats.exists:
+        notes.append(
+            f"The statistics index {sources.stats_index} does not exist: no anomaly rate over time, rejected = 0."
+        )
+    if not archive.exists:
+        notes.append(f"The archive directory {sources.archive_dir} does not exist: normal = 0.")
+    if archive.unreadable:
+        notes.append(f"{archive.unreadable} archive lines are not valid JSON and were not counted.")
+    if archive.incomplete:
+        notes.append(f"{archive.incomplete} archive lines were still being written and were not counted.")
+    if stats.windows and (stats.normal != report.normal or stats.anomalies != report.anomalies.total):
+        notes.append(
+            f"The consumers' statistics windows count {stats.normal} normal readings and {stats.anomalies} "
+            f"anomalies; the archive holds {report.normal} and the index {report.anomalies.total}. They differ "
+            "when the archive or the index hold readings of other runs, when a consumer is still running "
+            "(its current window is not written yet), or when a batch was replayed after a crash (the "
+            "archive and the index never duplicate a reading; a replayed window is counted again)."
+        )
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------- output
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise ConfigError(f"--output {path} is a directory; give a file name")
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise BpError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+
+
+def build_report(settings: Settings) -> Report:
+    from consumer.consumer import make_es  # moves to consumer.clients with the consumer split
+
+    es = make_es(settings)
+    try:
+        log.info("querying %s and %s at %s", settings.index, settings.stats_index, public_url(settings.es_url))
+        anomalies = query_anomalies(es, settings.index)
+        stats = query_stats(es, settings.stats_index)
+    finally:
+        es.close()
+    log.info("reading the archive %s", settings.archive_dir)
+    archive = scan_archive(settings.archive_dir)
+    report = Report(
+        generated_at=datetime.now(UTC),
+        sources=Sources(public_url(settings.es_url), settings.index, settings.stats_index, str(settings.archive_dir)),
+        anomalies=anomalies,
+        stats=stats,
+        archive=archive,
+    )
+    notes = consistency_notes(report)
+    for note in notes:
+        log.warning("%s", note)
+    return dataclasses.replace(report, notes=tuple(notes))
+
+
+def headline(report: Report) -> str:
+    return (
+        f"readings {report.readings}, normal {report.normal}, anomalies {report.anomalies.total} "
+        f"(rate {rate_text(report.anomaly_rate)}), actionable {report.actionable}, rejected {report.rejected}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.report",
+        description="Write one self-contained HTML report (the Kibana dashboard's panels and summary numbers) "
+        "from the anomaly index, the statistics index and the normal archive. Opens without network.",
+        epilog="Credentials and TLS come from the environment like the consumer's: BP_ES_USERNAME, "
+        "BP_ES_PASSWORD, BP_ES_API_KEY, BP_ES_CA_CERT.",
+    )
+    add = parser.add_argument
+    add("--output", type=Path, default=DEFAULT_OUTPUT, help=f"HTML file to write (default {DEFAULT_OUTPUT})")
+    add("--es-url", help="Elasticsearch URL (env BP_ES_URL; default http://localhost:9200)")
+    add("--index", help="anomaly index (env BP_INDEX; default bp-anomalies)")
+    add("--stats-index", help="statistics index (env BP_STATS_INDEX; default bp-stats)")
+    add("--archive-dir", type=Path, help="normal-reading archive directory (env BP_ARCHIVE_DIR; default data/normal)")
+    add("--quiet", action="store_true", help="warnings and errors only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("report", args.quiet)
+    try:
+        settings = load_settings(
+            es_url=args.es_url, index=args.index, stats_index=args.stats_index, archive_dir=args.archive_dir
+        )
+        if args.output.is_dir():  # checked again when writing; fail before the queries if it is wrong already
+            raise ConfigError(f"--output {args.output} is a directory; give a file name")
+        report = build_report(settings)
+        write_atomic(args.output, render_html(report))
+    except BpError as exc:
+        return error_exit("report", exc)
+    except KeyboardInterrupt:
+        print("report: interrupted; no report written", file=sys.stderr)
+        return 130
+    print(f"report: wrote {args.output}")
+    print(f"report: {headline(report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
