@@ -4,7 +4,8 @@ BpError
 ├── ConfigError          a setting or flag is invalid
 ├── EndpointError        Kafka or Elasticsearch cannot be reached
 ├── ModelError           the model artifact is missing, corrupt or does not match this code
-└── SinkError            a sink could not durably write a batch (the batch is retried, never committed)
+├── SinkError            a sink could not durably write a batch (the batch is retried, never committed)
+└── StateError           the per-patient state store cannot be read, written or restored
 """
 
 
@@ -26,3 +27,7 @@ class ModelError(BpError):
 
 class SinkError(BpError):
     """A sink failed to write a batch durably; offsets must not be committed."""
+
+
+class StateError(BpError):
+    """The per-patient state (local store or changelog) cannot be read, written or restored consistently."""

@@ -1,8 +1,11 @@
 """The one feature function: training (``ml.train_model``) and the consumer's online scoring both use it.
 
 Features of a reading depend on the reading and on the patient's history seen *before* it, held in a
-:class:`PatientHistory` (a few floats per patient, LRU-capped), so the consumer computes exactly what training
-computed, one reading at a time.
+:class:`PatientHistory` (a few floats per patient), so the consumer computes exactly what training computed, one
+reading at a time. The history is a view over a :class:`bp.state.KeyedState`: each patient's state is an immutable
+:class:`PatientState` stored as compact bytes (:data:`STATE_FORMAT`), in memory for training and ``--check``, in
+the consumer's durable store when streaming. Patients are forgotten only by the event-time retention rule of
+:mod:`bp.state`, never because of memory.
 
 Rolling baseline
     The patient's usual pressure is an exponentially weighted mean (weight :data:`BASELINE_ALPHA`; a running
@@ -21,14 +24,16 @@ Artifact metadata
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from bp.errors import ModelError
+from bp.errors import ModelError, StateError
 from bp.reading import Reading
+from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState, Retained
 
 FEATURE_NAMES: tuple[str, ...] = (
     "systolic",
@@ -79,19 +84,39 @@ ARTIFACT_FORMAT = 1
 RETRAIN_HINT = "retrain with `python -m ml.train_model`"
 
 
-class _State:
-    """Rolling state of one patient (mutable, private to PatientHistory)."""
+STATE_FORMAT = 1
+"""Tag of :class:`PatientState`'s byte layout: bump it whenever the fields change (stored state is then refused)."""
+_STATE = struct.Struct("<B6dI")
 
-    __slots__ = ("base_d", "base_s", "prev_d", "prev_dev_d", "prev_dev_s", "prev_s", "seen")
 
-    def __init__(self, base_s: float, base_d: float, prev_s: float, prev_d: float) -> None:
-        self.base_s = base_s
-        self.base_d = base_d
-        self.prev_s = prev_s
-        self.prev_d = prev_d
-        self.prev_dev_s = 0.0
-        self.prev_dev_d = 0.0
-        self.seen = 1
+@dataclass(frozen=True, slots=True)
+class PatientState:
+    """Rolling state of one patient: an immutable value, stored as compact bytes."""
+
+    base_s: float
+    base_d: float
+    prev_s: float
+    prev_d: float
+    prev_dev_s: float
+    prev_dev_d: float
+    seen: int
+
+    def to_bytes(self) -> bytes:
+        return _STATE.pack(
+            STATE_FORMAT,
+            *(self.base_s, self.base_d, self.prev_s, self.prev_d, self.prev_dev_s, self.prev_dev_d, self.seen),
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PatientState:
+        if len(raw) != _STATE.size or raw[0] != STATE_FORMAT:
+            found = raw[0] if raw else None
+            raise StateError(
+                f"stored patient state has format {found!r} ({len(raw)} bytes), this code reads format "
+                f"{STATE_FORMAT} ({_STATE.size} bytes); reset the consumer's state (see README: State)"
+            )
+        _, base_s, base_d, prev_s, prev_d, prev_dev_s, prev_dev_d, seen = _STATE.unpack(raw)
+        return cls(base_s, base_d, prev_s, prev_d, prev_dev_s, prev_dev_d, seen)
 
 
 def _sustained(dev: float, prev: float) -> float:
@@ -101,21 +126,16 @@ def _sustained(dev: float, prev: float) -> float:
 
 
 class PatientHistory:
-    """Per-patient rolling state for feature computation, capped at ``max_patients`` (least recently seen out)."""
+    """Per-patient rolling state for feature computation: a view over one partition's :class:`KeyedState`."""
 
-    __slots__ = ("_max", "_states")
+    __slots__ = ("_retained",)
 
-    def __init__(self, max_patients: int = 100_000) -> None:
-        if max_patients < 1:
-            raise ValueError(f"max_patients must be >= 1, got {max_patients}")
-        self._max = max_patients
-        self._states: OrderedDict[str, _State] = OrderedDict()
+    def __init__(self, state: KeyedState | None = None, retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
+        self._retained = Retained(state if state is not None else MemoryState(), retention_days)
 
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def __contains__(self, patient_id: object) -> bool:
-        return patient_id in self._states
+    @property
+    def state(self) -> KeyedState:
+        return self._retained.state
 
     def observe(self, reading: Reading) -> tuple[float, ...]:
         """Features of ``reading`` given the history so far (order: FEATURE_NAMES); then update the history."""
@@ -123,20 +143,19 @@ class PatientHistory:
         d = reading.diastolic
         w = NIGHT_WEIGHT_BY_HOUR[reading.effective.hour]
         factor = 1.0 - EXPECTED_DIP * w
-        states = self._states
+        retained = self._retained
         pid = reading.patient_id
-        st = states.get(pid)
-        if st is None:
-            states[pid] = _State(s / factor, d / factor, s, d)
-            if len(states) > self._max:
-                states.popitem(last=False)
+        at = reading.effective.timestamp()
+        previous = retained.load(pid, at)
+        if previous is None:
             base_s = s / factor
             base_d = d / factor
+            retained.save(pid, PatientState(base_s, base_d, s, d, 0.0, 0.0, 1).to_bytes(), at, None)
             return (
                 s, d, d + (s - d) / 3.0, s - d, base_s, base_d,
                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, w, 0.0,
             )  # fmt: skip
-        states.move_to_end(pid)
+        st = PatientState.from_bytes(previous.value)
         base_s = st.base_s
         base_d = st.base_d
         dev_s = s - base_s * factor
@@ -170,13 +189,8 @@ class PatientHistory:
         if seen >= CLIP_AFTER:
             r_s = CLIP_SYSTOLIC if r_s > CLIP_SYSTOLIC else -CLIP_SYSTOLIC if r_s < -CLIP_SYSTOLIC else r_s
             r_d = CLIP_DIASTOLIC if r_d > CLIP_DIASTOLIC else -CLIP_DIASTOLIC if r_d < -CLIP_DIASTOLIC else r_d
-        st.base_s = base_s + alpha * r_s
-        st.base_d = base_d + alpha * r_d
-        st.prev_s = s
-        st.prev_d = d
-        st.prev_dev_s = dev_s
-        st.prev_dev_d = dev_d
-        st.seen = seen + 1
+        updated = PatientState(base_s + alpha * r_s, base_d + alpha * r_d, s, d, dev_s, dev_d, seen + 1)
+        retained.save(pid, updated.to_bytes(), at, previous)
         return features
 
 

@@ -54,7 +54,16 @@ class Settings(BaseSettings):
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="model artifact (python -m ml.train_model)")
     rules_only: bool = Field(False, description="classify with the threshold rules only, no model")
     batch_size: int = Field(1000, ge=1, le=100_000, description="max messages per consumer batch")
-    max_patients: int = Field(100_000, ge=1, description="per-patient history kept for features (LRU cap)")
+    state_dir: Path = Field(Path("data/state"), description="directory of the consumer's per-patient state store")
+    state_cache_patients: int = Field(
+        100_000, ge=1, description="patients' state cached in memory (evicting never changes a decision)"
+    )
+    state_retention_days: float = Field(
+        30.0, gt=0, le=36_500, description="forget a patient not seen for this many days of event time"
+    )
+    state_restore_timeout_s: float = Field(
+        600.0, gt=0, description="give up restoring a partition's state from its changelog after this"
+    )
     stats_interval_s: float = Field(5.0, gt=0, description="seconds between statistics documents")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to (0.0.0.0 in containers)")

@@ -342,7 +342,7 @@ def run(settings: Settings, args: argparse.Namespace, stop: StopFlag) -> Totals:
     from kafka.errors import KafkaError
 
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, max_patients=settings.max_patients)
+    pipeline = Pipeline(model, retention_days=settings.state_retention_days)
     es_client = make_es(settings)
     ensure_template(es_client, "bp-anomalies", settings.index)
     ensure_template(es_client, "bp-stats", settings.stats_index)
@@ -567,7 +567,7 @@ def check_lines(source: IO[bytes]) -> Iterator[bytes]:
 def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
     """Decide Observations from a file or stdin; one JSON decision per line on ``out``. No Kafka, no ES."""
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, max_patients=settings.max_patients)
+    pipeline = Pipeline(model, retention_days=settings.state_retention_days)
     totals = Totals()
     if path == "-":
         documents = list(check_lines(sys.stdin.buffer))

@@ -8,7 +8,7 @@ cannot be parsed yields exactly one ``Rejected`` outcome (the whole message goes
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bp.clinical import MODEL_RISK, assess, prioritize
-from bp.features import PatientHistory, feature_matrix
+from bp.features import FEATURE_NAMES, PatientHistory
 from bp.fhir import parse_message
 from bp.reading import Anomaly, Decision, Normal, Reading, Rejected
+from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +100,32 @@ class RiskModel(Protocol):
 
 
 class Pipeline:
-    """Decides batches of messages. Holds the bounded per-patient history the model's features need."""
+    """Decides batches of messages. Per-patient history (the model's features) is kept per input partition in
+    the :class:`~bp.state.KeyedState` that ``state`` gives for a partition (default: unbounded memory)."""
 
-    def __init__(self, model: RiskModel | None, max_patients: int = 100_000) -> None:
+    def __init__(
+        self,
+        model: RiskModel | None,
+        state: Callable[[int], KeyedState] | None = None,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self.model = model
-        self.history = PatientHistory(max_patients=max_patients)
+        self._state = state if state is not None else (lambda partition: MemoryState())
+        self._retention_days = retention_days
+        self._histories: dict[int, PatientHistory] = {}
+
+    def history(self, partition: int) -> PatientHistory:
+        """The feature history of one input partition."""
+        history = self._histories.get(partition)
+        if history is None:
+            history = PatientHistory(self._state(partition), self._retention_days)
+            self._histories[partition] = history
+        return history
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the histories of partitions this process no longer owns (they are rebuilt from the store)."""
+        for partition in partitions:
+            self._histories.pop(partition, None)
 
     @property
     def model_version(self) -> str:
@@ -123,16 +145,21 @@ class Pipeline:
                 slots.append(len(outcomes))
                 outcomes.append(None)
                 parsed.append((message, entry, reading))
-        risks = self._risks([reading for _, _, reading in parsed])
+        risks = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
         for slot, (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
             outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold))
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _risks(self, readings: list[Reading]) -> Sequence[float | None]:
-        if self.model is None or not readings:
-            return [None] * len(readings)
-        matrix = feature_matrix(self.history, readings)
+    def _risks(self, parsed: list[tuple[Message, int, Reading]]) -> Sequence[float | None]:
+        if self.model is None or not parsed:
+            return [None] * len(parsed)
+        histories = self._histories
+        rows = []
+        for message, _, reading in parsed:
+            history = histories.get(message.partition) or self.history(message.partition)
+            rows.append(history.observe(reading))
+        matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
         risks: list[float] = self.model.risk(matrix).tolist()
         return risks
 

@@ -82,7 +82,7 @@ def build_dataset(sim: Simulation) -> Dataset:
     readings = [s.reading for s in sims]
     log.info("simulated in %.1f s; computing features", time.perf_counter() - started)
     started = time.perf_counter()
-    x = feature_matrix(PatientHistory(max_patients=sim.patients), readings)
+    x = feature_matrix(PatientHistory(), readings)
     assessments = [assess(r.systolic, r.diastolic) for r in readings]
     log.info("features and rule assessments in %.1f s", time.perf_counter() - started)
     return Dataset(

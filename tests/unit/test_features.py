@@ -1,4 +1,5 @@
-"""The shared feature function: LRU-capped history, hand-computed deviations, artifact metadata checks."""
+"""The shared feature function: history over keyed bytes, event-time retention, hand-computed deviations,
+artifact metadata checks."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from bp.errors import ModelError
+from bp.errors import ModelError, StateError
 from bp.features import (
     ARTIFACT_FORMAT,
     FEATURE_NAMES,
+    STATE_FORMAT,
     PatientHistory,
+    PatientState,
     check_artifact_metadata,
     feature_matrix,
 )
 from bp.reading import Reading
+from bp.state import NO_WATERMARK, Entry
 
 NOON = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -36,34 +40,79 @@ def test_feature_names_are_unique() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
 
 
-def test_lru_cap_evicts_least_recently_seen() -> None:
-    history = PatientHistory(max_patients=3)
-    for pid in ("a", "b", "c"):
-        history.observe(reading(pid, 120, 80))
-    history.observe(reading("a", 121, 80, NOON + STEP))  # a is now the most recent; b the least
-    history.observe(reading("d", 118, 79))
-    assert len(history) == 3
-    assert "b" not in history
-    assert all(p in history for p in ("a", "c", "d"))
-    # b comes back as a stranger: first-reading features (no warm-up, no deviation).
-    back = named(history.observe(reading("b", 150, 95, NOON + 2 * STEP)))
-    assert back["warmup"] == 0.0
-    assert back["systolic_dev"] == 0.0
-    assert "c" not in history  # c was the least recent then
+class BytesOnly:
+    """A KeyedState that keeps nothing but bytes and a float per key, and forgets every Python object."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[bytes, float]] = {}
+        self.mark = NO_WATERMARK
+
+    @property
+    def watermark(self) -> float:
+        return self.mark
+
+    def advance(self, event_time: float) -> float:
+        self.mark = max(self.mark, event_time)
+        return self.mark
+
+    def get(self, key: str) -> Entry | None:
+        row = self.rows.get(key)
+        return None if row is None else Entry(bytes(row[0]), row[1])
+
+    def put(self, key: str, entry: Entry) -> None:
+        assert isinstance(entry.value, bytes) and len(entry.value) <= 64
+        self.rows[key] = (bytes(entry.value), entry.last_time)
 
 
-def test_len_never_exceeds_cap() -> None:
-    history = PatientHistory(max_patients=10)
-    rng = np.random.default_rng(0)
-    for i, pid in enumerate(rng.integers(0, 40, size=2000).tolist()):
-        history.observe(reading(f"p{pid}", 120, 80, NOON + i * STEP))
-        assert len(history) <= 10
-    assert len(history) == 10
+def test_history_through_bytes_equals_history_in_memory() -> None:
+    """The per-patient state is fully described by its compact bytes: a store that keeps only bytes decides
+    exactly like the in-memory one (this is what lets the consumer's cache evict without changing decisions)."""
+    rng = np.random.default_rng(3)
+    readings = [
+        reading(f"p{int(pid)}", float(rng.integers(80, 200)), float(rng.integers(45, 110)), NOON + i * STEP)
+        for i, pid in enumerate(rng.integers(0, 60, size=3000))
+    ]
+    readings = [r for r in readings if r.systolic > r.diastolic]
+    np.testing.assert_array_equal(
+        feature_matrix(PatientHistory(BytesOnly()), readings), feature_matrix(PatientHistory(), readings)
+    )
 
 
-def test_invalid_cap_raises() -> None:
+def test_patient_state_round_trips_and_refuses_another_format() -> None:
+    state = PatientState(120.5, 80.25, 131.0, 85.0, -1.5, 2.25, 7)
+    raw = state.to_bytes()
+    assert PatientState.from_bytes(raw) == state
+    assert raw[0] == STATE_FORMAT and len(raw) < 64
+    for bad in (bytes([STATE_FORMAT + 1]) + raw[1:], raw[:-1], b""):
+        with pytest.raises(StateError, match="format"):
+            PatientState.from_bytes(bad)
+
+
+def test_patient_unseen_longer_than_the_retention_starts_again() -> None:
+    """Forgetting follows event time only: a gap longer than the retention makes the next reading a first one;
+    a gap of exactly the retention keeps the history."""
+    history = PatientHistory(retention_days=2)
+    history.observe(reading("p", 120, 80))
+    kept = named(history.observe(reading("p", 130, 80, NOON + timedelta(days=2))))
+    assert kept["warmup"] > 0 and kept["systolic_dev"] == 10
+    fresh = named(history.observe(reading("p", 150, 90, NOON + timedelta(days=4, seconds=1))))
+    assert fresh["warmup"] == 0.0 and fresh["systolic_dev"] == 0.0
+
+
+def test_retention_is_measured_against_the_partition_watermark() -> None:
+    """Other patients' readings move the watermark: a patient silent for longer than the retention of the
+    partition's event time is forgotten even if its own next reading comes late (out of order)."""
+    history = PatientHistory(retention_days=1)
+    history.observe(reading("quiet", 120, 80))
+    history.observe(reading("busy", 120, 80, NOON + timedelta(days=3)))
+    late = named(history.observe(reading("quiet", 140, 80, NOON + timedelta(hours=1))))
+    assert late["warmup"] == 0.0
+    assert history.state.watermark == (NOON + timedelta(days=3)).timestamp()
+
+
+def test_invalid_retention_raises() -> None:
     with pytest.raises(ValueError):
-        PatientHistory(max_patients=0)
+        PatientHistory(retention_days=0)
 
 
 def test_first_reading_features() -> None:

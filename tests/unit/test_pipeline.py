@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bp.features import FEATURE_NAMES
 from bp.fhir import build_observation
 from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
+from bp.state import MemoryState
 from consumer.pipeline import Message, Pipeline, decide
 
 T0 = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
@@ -91,10 +92,15 @@ def test_tombstone_and_empty_batch() -> None:
     assert isinstance(outcome.decision, Rejected)
 
 
-def test_history_is_bounded() -> None:
-    pipeline = Pipeline(model=FakeModel(), max_patients=10)
-    pipeline.decide_batch([Message(raw(f"p{i}", 120, 80)) for i in range(50)])
-    assert len(pipeline.history) == 10
+def test_history_is_kept_per_partition() -> None:
+    """A reading's features depend on its partition's history only (the unit the consumer's state follows)."""
+    states: dict[int, MemoryState] = {}
+    pipeline = Pipeline(model=FakeModel(), state=lambda partition: states.setdefault(partition, MemoryState()))
+    pipeline.decide_batch([Message(raw("p", 120, 80), partition=0), Message(raw("p", 121, 80), partition=0)])
+    pipeline.decide_batch([Message(raw("p", 120, 80), partition=1)])
+    assert sorted(states) == [0, 1]
+    assert len(states[0]) == 1 and len(states[1]) == 1
+    assert states[0].get("p") != states[1].get("p")
 
 
 def test_decide_single_message() -> None:
