@@ -47,11 +47,11 @@ Schedules (:class:`Schedule`)
     days, the kind home monitoring can see), ``interval`` is ignored.
 
 Prevalence
-    ``episodes_per_month=None`` (default, "dense"): the per-reading (or per-session) hazards of
-    :data:`EPISODE_RATES` -- about 10 episodes per patient-month at 15-minute ambulatory readings, dense enough to
-    train on. A number instead sets the expected episode starts per patient per 30 days of simulated time (the
-    hazards are rescaled by the time one reading slot stands for); :data:`REALISTIC_EPISODES_PER_MONTH` is the
-    realistic option (about one episode per patient-month).
+    ``episodes_per_month=None`` (default, "dense"): the per-reading hazards of :data:`EPISODE_RATES` -- about 10
+    episodes per patient-month at 15-minute ambulatory readings, dense enough to train on; on the home schedule
+    :data:`HOME_DENSE_EPISODES_PER_MONTH`. A number instead sets the expected episode starts per patient per 30
+    days of simulated time (the hazards are rescaled by the time one reading slot stands for);
+    :data:`REALISTIC_EPISODES_PER_MONTH` is the realistic option (about one episode per patient-month).
 
 Profile mix
     ``profile_mix`` replaces the shares of :data:`PROFILES` (e.g. :data:`PROFILE_MIXES` ``"shifted"``: an older,
@@ -192,6 +192,7 @@ HOME_RAMP_SESSIONS = (1, 3)
 HOME_HOLD_SESSIONS = (2, 8)
 HOME_RESOLVE_SESSIONS = (1, 3)
 HOME_COOLDOWN_SESSIONS = 6
+HOME_DENSE_EPISODES_PER_MONTH = 2.0  # the home schedule's dense prevalence (its readings are ~25x sparser)
 
 # Documented ranges (share of readings) the tests assert on a cohort of a few hundred patients.
 EXPECTED_SHARES: dict[str, tuple[float, float]] = {
@@ -313,6 +314,7 @@ class Cohort:
             raise ValueError(f"interval must be positive, got {interval}")
         if start.tzinfo is None or start.utcoffset() is None:
             raise ValueError("start must be timezone-aware")
+        self.episodes_per_month = episodes_per_month  # None: dense
         if episodes_per_month is not None and not (math.isfinite(episodes_per_month) and episodes_per_month >= 0):
             raise ValueError(f"episodes_per_month must be a number >= 0, got {episodes_per_month}")
         if profile_mix is not None and sum(profile_mix.get(p.name, 0.0) for p in PROFILES) <= 0:
@@ -321,8 +323,9 @@ class Cohort:
         self.start = start
         self.interval = interval
         self.schedule = Schedule(schedule)
-        self.episodes_per_month = episodes_per_month
         slot_minutes = 720.0 if self.schedule is Schedule.HOME else interval.total_seconds() / 60.0
+        if episodes_per_month is None and self.schedule is Schedule.HOME:
+            episodes_per_month = HOME_DENSE_EPISODES_PER_MONTH
         hazard_scale = 1.0 if episodes_per_month is None else episodes_per_month * slot_minutes / 43200.0 / _MEAN_HAZARD
         rng = random.Random(seed)
         fake = Faker()

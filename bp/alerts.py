@@ -1,0 +1,344 @@
+"""Alerts a clinician can act on: patient-level episodes opened, escalated and resolved from readings. Pure.
+
+The seed rules define *anomalies* (per reading); an *alert* is what a clinician is asked to look at: one per patient
+and kind while the problem lasts. :func:`step` is the whole logic: it takes a patient's :class:`AlertState` (a
+small serialisable value, kept per patient in the consumer's state store), one reading, the model's risk of that
+reading and the :class:`AlertPolicy`, and returns the new state and the events the reading caused.
+
+A reading is a *hit* when the policy's trigger fires: ``model`` -- risk >= ``threshold`` or the reading is in the
+hypertensive crisis range; ``rules`` -- a seed rule fires or the reading is in crisis range (the baselines). A hit
+has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic < ``low_diastolic``, else
+*hypertensive*. The two directions are the two alert kinds.
+
+- **Open** an alert of a kind when at least ``confirm_k`` of the patient's last ``confirm_n`` readings (this one
+  included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
+  crisis-range reading whose model risk is >= ``threshold`` opens at once (the model confirms it). A lone
+  reading never opens an alert when ``confirm_k`` >= 2: cuff artefacts are single readings.
+- **Severity**: critical when the opening (or a later) hit is in crisis range and confirmed (a second crisis-range
+  reading among the recent ones, or risk >= threshold); else high. An open alert whose severity rises is
+  **escalated** (one event).
+- **Update**: later hits of the kind update the open alert (hits, worst values, last hit); no new alert opens.
+- **Resolve** after ``resolve_readings`` consecutive readings without a hit of the kind, at least
+  ``resolve_minutes`` after the last hit.
+
+Alert ids are stable: ``<patient>:<kind>:<observation id of the opening reading>``, so a replay of the same
+readings gives the same ids.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bp.clinical import CRISIS_DIASTOLIC_ABOVE, CRISIS_SYSTOLIC_ABOVE, assess
+from bp.reading import Reading
+
+
+class AlertKind(StrEnum):
+    """The problem an alert is about."""
+
+    HYPERTENSIVE = "hypertensive"
+    HYPOTENSIVE = "hypotensive"
+
+
+class Severity(StrEnum):
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class AlertStatus(StrEnum):
+    OPENED = "opened"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class Trigger(StrEnum):
+    """What makes a reading a hit: the model's risk (the product) or the seed rules (baselines)."""
+
+    MODEL = "model"
+    RULES = "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """Every parameter of the alert logic. Chosen on out-of-fold data by ``ml.train_model``; stored in the artifact.
+
+    threshold
+        Model risk at or above which a reading is a hit (trigger ``model``).
+    confirm_k, confirm_n
+        An alert opens when ``confirm_k`` of the last ``confirm_n`` readings are hits of its kind (1 <= k <= n).
+    confirm_within_minutes
+        Readings older than this (before the current one) do not count towards the confirmation.
+    low_systolic, low_diastolic
+        A hit below either is hypotensive, else hypertensive (the seed hypotension rule's cut-points, 90/60).
+    resolve_readings, resolve_minutes
+        An open alert resolves after this many consecutive readings without a hit of its kind, once at least
+        this long has passed since its last hit.
+    trigger
+        ``model`` (the product) or ``rules`` (seed rules as an alert policy, the baselines).
+    """
+
+    threshold: float = 0.5
+    confirm_k: int = 2
+    confirm_n: int = 2
+    confirm_within_minutes: float = 1440.0
+    low_systolic: float = 90.0
+    low_diastolic: float = 60.0
+    resolve_readings: int = 4
+    resolve_minutes: float = 60.0
+    trigger: Trigger = Trigger.MODEL
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.confirm_k <= self.confirm_n:
+            raise ValueError(f"need 1 <= confirm_k <= confirm_n, got {self.confirm_k} and {self.confirm_n}")
+        if not (math.isfinite(self.threshold) and 0.0 < self.threshold <= 1.0):
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.resolve_readings < 1 or self.resolve_minutes < 0 or self.confirm_within_minutes <= 0:
+            raise ValueError("resolve_readings must be >= 1, resolve_minutes >= 0, confirm_within_minutes > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "confirm_k": self.confirm_k,
+            "confirm_n": self.confirm_n,
+            "confirm_within_minutes": self.confirm_within_minutes,
+            "low_systolic": self.low_systolic,
+            "low_diastolic": self.low_diastolic,
+            "resolve_readings": self.resolve_readings,
+            "resolve_minutes": self.resolve_minutes,
+            "trigger": self.trigger.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlertPolicy:
+        """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy."""
+        return cls(
+            threshold=float(data["threshold"]),
+            confirm_k=int(data["confirm_k"]),
+            confirm_n=int(data["confirm_n"]),
+            confirm_within_minutes=float(data["confirm_within_minutes"]),
+            low_systolic=float(data["low_systolic"]),
+            low_diastolic=float(data["low_diastolic"]),
+            resolve_readings=int(data["resolve_readings"]),
+            resolve_minutes=float(data["resolve_minutes"]),
+            trigger=Trigger(data["trigger"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What the alert logic remembers of one recent reading: its time and whether it was a hit."""
+
+    t: float  # POSIX seconds
+    kind: AlertKind | None  # the hit's direction, None when not a hit
+    crisis: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An alert while it is open."""
+
+    alert_id: str
+    kind: AlertKind
+    severity: Severity
+    opened_at: float
+    opened_observation: str
+    last_hit_at: float
+    hits: int
+    readings: int
+    quiet: int  # consecutive readings without a hit of this kind
+    worst_systolic: float
+    worst_diastolic: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """A patient's alert state: the recent readings' marks (at most confirm_n - 1) and the open alerts."""
+
+    recent: tuple[Mark, ...] = ()
+    open: tuple[OpenAlert, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recent": [[m.t, m.kind.value if m.kind else None, m.crisis] for m in self.recent],
+            "open": [
+                {
+                    "alert_id": a.alert_id,
+                    "kind": a.kind.value,
+                    "severity": a.severity.value,
+                    "opened_at": a.opened_at,
+                    "opened_observation": a.opened_observation,
+                    "last_hit_at": a.last_hit_at,
+                    "hits": a.hits,
+                    "readings": a.readings,
+                    "quiet": a.quiet,
+                    "worst_systolic": a.worst_systolic,
+                    "worst_diastolic": a.worst_diastolic,
+                }
+                for a in self.open
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlertState:
+        recent = tuple(Mark(float(t), AlertKind(k) if k else None, bool(c)) for t, k, c in data["recent"])
+        opened = tuple(
+            OpenAlert(
+                alert_id=str(a["alert_id"]),
+                kind=AlertKind(a["kind"]),
+                severity=Severity(a["severity"]),
+                opened_at=float(a["opened_at"]),
+                opened_observation=str(a["opened_observation"]),
+                last_hit_at=float(a["last_hit_at"]),
+                hits=int(a["hits"]),
+                readings=int(a["readings"]),
+                quiet=int(a["quiet"]),
+                worst_systolic=float(a["worst_systolic"]),
+                worst_diastolic=float(a["worst_diastolic"]),
+            )
+            for a in data["open"]
+        )
+        return cls(recent, opened)
+
+
+EMPTY = AlertState()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """An alert opened, escalated or resolved by one reading (``observation_id``, at ``at``)."""
+
+    alert_id: str
+    patient_id: str
+    kind: AlertKind
+    status: AlertStatus
+    severity: Severity
+    at: datetime
+    observation_id: str
+    opened_at: datetime
+    hits: int
+    worst_systolic: float
+    worst_diastolic: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "patient_id": self.patient_id,
+            "kind": self.kind.value,
+            "status": self.status.value,
+            "severity": self.severity.value,
+            "at": self.at.isoformat(),
+            "observation_id": self.observation_id,
+            "opened_at": self.opened_at.isoformat(),
+            "hits": self.hits,
+            "worst_systolic": self.worst_systolic,
+            "worst_diastolic": self.worst_diastolic,
+        }
+
+
+def _is_crisis(systolic: float, diastolic: float) -> bool:
+    return systolic > CRISIS_SYSTOLIC_ABOVE or diastolic > CRISIS_DIASTOLIC_ABOVE
+
+
+def mark(reading: Reading, risk: float | None, policy: AlertPolicy) -> Mark:
+    """Whether ``reading`` is a hit under ``policy``, and of which kind."""
+    s, d = reading.systolic, reading.diastolic
+    crisis = _is_crisis(s, d)
+    if policy.trigger is Trigger.MODEL:
+        hit = crisis or (risk is not None and risk >= policy.threshold)
+    else:
+        hit = assess(s, d).is_rule_anomaly
+    kind = None
+    if hit:
+        low = not crisis and (s < policy.low_systolic or d < policy.low_diastolic)
+        kind = AlertKind.HYPOTENSIVE if low else AlertKind.HYPERTENSIVE
+    return Mark(reading.effective.timestamp(), kind, crisis)
+
+
+def step(
+    state: AlertState, reading: Reading, risk: float | None, policy: AlertPolicy
+) -> tuple[AlertState, tuple[AlertEvent, ...]]:
+    """The new state and the events of one reading (see the module docstring for the rules)."""
+    now = mark(reading, risk, policy)
+    if now.kind is None and not state.open and all(m.kind is None for m in state.recent):
+        return EMPTY, ()  # the hot path: recent readings that were no hits cannot confirm anything
+    window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
+    confirmed_crisis = now.crisis and (
+        (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.threshold)
+        or sum(m.crisis for m in window) >= 2
+    )
+    events: list[AlertEvent] = []
+    still_open: list[OpenAlert] = []
+    open_kinds = set()
+    for alert in state.open:
+        open_kinds.add(alert.kind)
+        if now.kind is alert.kind:
+            severity = Severity.CRITICAL if confirmed_crisis else alert.severity
+            low = alert.kind is AlertKind.HYPOTENSIVE
+            updated = replace(
+                alert,
+                severity=severity,
+                last_hit_at=now.t,
+                hits=alert.hits + 1,
+                readings=alert.readings + 1,
+                quiet=0,
+                worst_systolic=(min if low else max)(alert.worst_systolic, reading.systolic),
+                worst_diastolic=(min if low else max)(alert.worst_diastolic, reading.diastolic),
+            )
+            if severity is not alert.severity:
+                events.append(_event(updated, reading, AlertStatus.ESCALATED))
+            still_open.append(updated)
+            continue
+        quiet = alert.quiet + 1
+        updated = replace(alert, readings=alert.readings + 1, quiet=quiet)
+        if quiet >= policy.resolve_readings and now.t - alert.last_hit_at >= policy.resolve_minutes * 60.0:
+            events.append(_event(updated, reading, AlertStatus.RESOLVED))
+        else:
+            still_open.append(updated)
+    if now.kind is not None and now.kind not in open_kinds:
+        hits = sum(m.kind is now.kind for m in window[-policy.confirm_n :])
+        if hits >= policy.confirm_k or confirmed_crisis:
+            opened = OpenAlert(
+                alert_id=f"{reading.patient_id}:{now.kind.value}:{reading.observation_id}",
+                kind=now.kind,
+                severity=Severity.CRITICAL if confirmed_crisis else Severity.HIGH,
+                opened_at=now.t,
+                opened_observation=reading.observation_id or "",
+                last_hit_at=now.t,
+                hits=hits,
+                readings=1,
+                quiet=0,
+                worst_systolic=reading.systolic,
+                worst_diastolic=reading.diastolic,
+            )
+            events.append(_event(opened, reading, AlertStatus.OPENED))
+            still_open.append(opened)
+    new = _remember(AlertState(state.recent, tuple(still_open)), now, policy)
+    if not new.open and all(m.kind is None for m in new.recent):
+        new = EMPTY
+    return new, tuple(events)
+
+
+def _remember(state: AlertState, now: Mark, policy: AlertPolicy) -> AlertState:
+    keep = policy.confirm_n - 1
+    recent = (*state.recent, now)[-keep:] if keep else ()
+    return AlertState(recent, state.open)
+
+
+def _event(alert: OpenAlert, reading: Reading, status: AlertStatus) -> AlertEvent:
+    return AlertEvent(
+        alert_id=alert.alert_id,
+        patient_id=reading.patient_id,
+        kind=alert.kind,
+        status=status,
+        severity=alert.severity,
+        at=reading.effective,
+        observation_id=reading.observation_id or "",
+        opened_at=datetime.fromtimestamp(alert.opened_at, UTC),
+        hits=alert.hits,
+        worst_systolic=alert.worst_systolic,
+        worst_diastolic=alert.worst_diastolic,
+    )

@@ -1,0 +1,194 @@
+"""The alert episode logic (bp.alerts): confirmation, one alert per kind, escalation, resolution, serialisation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bp.alerts import (
+    EMPTY,
+    AlertEvent,
+    AlertKind,
+    AlertPolicy,
+    AlertState,
+    AlertStatus,
+    Severity,
+    Trigger,
+    step,
+)
+from bp.reading import Reading
+
+T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
+STEP = timedelta(minutes=15)
+POLICY = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=3, resolve_readings=3, resolve_minutes=30)
+NORMAL = (120.0, 80.0, 0.01)
+
+
+def run(
+    values: Sequence[tuple[float, float, float | None]],
+    policy: AlertPolicy = POLICY,
+    gap: timedelta = STEP,
+    state: AlertState = EMPTY,
+    first: int = 0,
+) -> tuple[AlertState, list[tuple[int, AlertEvent]]]:
+    """Feed readings of one patient; events with the index of the reading that caused them."""
+    events: list[tuple[int, AlertEvent]] = []
+    for i, (s, d, risk) in enumerate(values, start=first):
+        reading = Reading("p1", T0 + i * gap, s, d, f"p1-{i}")
+        state, new = step(state, reading, risk, policy)
+        events += [(i, e) for e in new]
+    return state, events
+
+
+def statuses(events: list[tuple[int, AlertEvent]]) -> list[tuple[int, str, str, str]]:
+    return [(i, e.kind.value, e.status.value, e.severity.value) for i, e in events]
+
+
+def test_normal_readings_keep_the_empty_state() -> None:
+    state, events = run([NORMAL] * 20)
+    assert state is EMPTY
+    assert events == []
+
+
+def test_a_lone_high_risk_reading_never_opens_an_alert() -> None:
+    _, events = run([NORMAL, (175.0, 100.0, 0.95), NORMAL, NORMAL, (176.0, 101.0, 0.9), NORMAL, NORMAL])
+    assert events == []  # two hits, but never 2 of 3 consecutive readings
+
+
+def test_two_of_three_open_one_alert_and_later_hits_update_it() -> None:
+    hit = (150.0, 95.0, 0.8)
+    state, events = run([NORMAL, hit, NORMAL, hit, hit, hit])
+    assert statuses(events) == [(3, "hypertensive", "opened", "high")]
+    (alert,) = state.open
+    assert alert.alert_id == "p1:hypertensive:p1-3"
+    assert alert.hits == 4  # the two that confirmed it, then two more
+    assert alert.worst_systolic == 150.0
+
+
+def test_resolves_after_quiet_readings_and_minutes_then_can_open_again() -> None:
+    hit = (150.0, 95.0, 0.8)
+    values = [hit, hit, NORMAL, NORMAL, NORMAL, NORMAL, hit, hit]
+    _, events = run(values)
+    assert statuses(events) == [
+        (1, "hypertensive", "opened", "high"),
+        (4, "hypertensive", "resolved", "high"),  # 3 quiet readings, 45 min >= 30 min after the last hit
+        (7, "hypertensive", "opened", "high"),
+    ]
+    assert events[1][1].alert_id == events[0][1].alert_id
+    assert events[2][1].alert_id != events[0][1].alert_id
+
+
+def test_resolution_waits_for_the_minutes_too() -> None:
+    hit = (150.0, 95.0, 0.8)
+    _, events = run([hit, hit, NORMAL, NORMAL, NORMAL, NORMAL], gap=timedelta(minutes=1))
+    assert [e.status for _, e in events] == [AlertStatus.OPENED]  # 4 quiet readings, but only 4 minutes
+
+
+def test_low_hits_open_a_hypotensive_alert_beside_a_hypertensive_one() -> None:
+    high, low = (150.0, 95.0, 0.8), (78.0, 48.0, 0.9)
+    state, events = run([high, high, low, low])
+    assert statuses(events) == [(1, "hypertensive", "opened", "high"), (3, "hypotensive", "opened", "high")]
+    assert {a.kind for a in state.open} == {AlertKind.HYPERTENSIVE, AlertKind.HYPOTENSIVE}
+    hypo = next(a for a in state.open if a.kind is AlertKind.HYPOTENSIVE)
+    assert (hypo.worst_systolic, hypo.worst_diastolic) == (78.0, 48.0)
+
+
+def test_crisis_confirmed_by_model_risk_opens_critical_at_once() -> None:
+    _, events = run([NORMAL, (195.0, 118.0, 0.7)])
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+
+
+def test_crisis_with_low_risk_waits_for_a_second_crisis_reading() -> None:
+    artefact = (205.0, 110.0, 0.02)
+    _, events = run([NORMAL, artefact, NORMAL, NORMAL, NORMAL])
+    assert events == []  # a lone crisis-range reading the model calls an artefact
+    _, events = run([NORMAL, artefact, (199.0, 112.0, 0.03)])
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]
+
+
+def test_an_open_alert_escalates_once_when_a_crisis_is_confirmed() -> None:
+    hit = (160.0, 100.0, 0.8)
+    state, events = run([hit, hit, (190.0, 115.0, 0.9), (195.0, 119.0, 0.95)])
+    assert statuses(events) == [(1, "hypertensive", "opened", "high"), (2, "hypertensive", "escalated", "critical")]
+    assert state.open[0].severity is Severity.CRITICAL
+
+
+def test_old_hits_do_not_confirm() -> None:
+    policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=2, confirm_within_minutes=60)
+    hit = (150.0, 95.0, 0.8)
+    _, events = run([hit, hit], policy=policy, gap=timedelta(hours=2))
+    assert events == []
+    _, events = run([hit, hit], policy=policy, gap=timedelta(minutes=30))
+    assert len(events) == 1
+
+
+def test_rules_trigger_is_the_baseline_policy() -> None:
+    every = AlertPolicy(threshold=1.0, confirm_k=1, confirm_n=1, trigger=Trigger.RULES)
+    _, events = run([(145.0, 85.0, None), (120.0, 80.0, None)], policy=every)
+    assert statuses(events) == [(0, "hypertensive", "opened", "high")]
+    _, events = run([(85.0, 55.0, None)], policy=every)
+    assert statuses(events) == [(0, "hypotensive", "opened", "high")]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"confirm_k": 3, "confirm_n": 2},
+        {"confirm_k": 0},
+        {"threshold": 0.0},
+        {"threshold": float("nan")},
+        {"resolve_readings": 0},
+        {"confirm_within_minutes": 0},
+    ],
+)
+def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        AlertPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_round_trips_through_json() -> None:
+    policy = AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES)
+    assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+
+
+readings = st.lists(st.tuples(st.integers(60, 230), st.integers(35, 130), st.floats(0, 1)), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(readings, st.integers(1, 39))
+def test_state_survives_serialisation_mid_stream(values: list[tuple[int, int, float]], cut: int) -> None:
+    """A restart from the serialised state (the state store) gives exactly the events of an uninterrupted run."""
+    triples = [(float(s), float(min(d, s - 11)), r) for s, d, r in values]
+    cut = min(cut, len(triples))
+    _, whole = run(triples)
+    state, before = run(triples[:cut])
+    restored = AlertState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state
+    _, after = run(triples[cut:], state=restored, first=cut)
+    assert before + after == whole
+
+
+@settings(max_examples=150, deadline=None)
+@given(readings)
+def test_invariants(values: list[tuple[int, int, float]]) -> None:
+    triples = [(float(s), float(min(d, s - 11)), r) for s, d, r in values]
+    state = EMPTY
+    opened: dict[str, AlertEvent] = {}
+    for i, (s, d, risk) in enumerate(triples):
+        state, events = step(state, Reading("p1", T0 + i * STEP, s, d, f"p1-{i}"), risk, POLICY)
+        assert len({a.kind for a in state.open}) == len(state.open)  # one open alert per kind
+        assert len(state.recent) <= POLICY.confirm_n - 1
+        for e in events:
+            if e.status is AlertStatus.OPENED:
+                assert e.alert_id not in opened
+                opened[e.alert_id] = e
+            else:
+                assert e.alert_id in opened  # escalate/resolve only what was opened
+        crisis = s > 180 or d > 120
+        if crisis and risk >= POLICY.threshold:
+            assert any(a.severity is Severity.CRITICAL for a in state.open)
