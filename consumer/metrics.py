@@ -5,13 +5,11 @@ Each consumer process owns a private registry, so tests and embedded uses never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from bp.reading import Anomaly, Normal, Rejected
-from consumer.pipeline import Outcome
+from consumer.pipeline import Tally
 
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -44,22 +42,20 @@ class Metrics:
         server, _ = start_http_server(port, addr=host, registry=self.registry)
         return server
 
-    def record_batch(self, outcomes: Iterable[Outcome], messages: int, seconds: float) -> None:
-        self.messages.inc(messages)
-        self.batch_size.observe(messages)
+    def record_batch(self, counts: Tally, seconds: float) -> None:
+        """Add one committed batch's counts."""
+        self.messages.inc(counts.messages)
+        self.batch_size.observe(counts.messages)
         self.batch_seconds.observe(seconds)
-        for outcome in outcomes:
-            decision = outcome.decision
-            if isinstance(decision, Normal):
-                self.decisions.labels("normal").inc()
-            elif isinstance(decision, Anomaly):
-                self.decisions.labels("anomaly").inc()
-                self.priorities.labels(decision.priority.value).inc()
-                for kind in decision.anomaly_types:
-                    self.anomalies.labels(kind).inc()
-            elif isinstance(decision, Rejected):
-                self.decisions.labels("rejected").inc()
-                self.rejects.labels(decision.reason).inc()
+        for outcome, n in (("normal", counts.normal), ("anomaly", counts.anomalies), ("rejected", counts.rejected)):
+            if n:
+                self.decisions.labels(outcome).inc(n)
+        for priority, n in counts.by_priority.items():
+            self.priorities.labels(priority).inc(n)
+        for kind, n in counts.by_type.items():
+            self.anomalies.labels(kind).inc(n)
+        for reason, n in counts.by_reason.items():
+            self.rejects.labels(reason).inc(n)
 
     def record_lag(self, lags: dict[int, int]) -> None:
         for partition, value in lags.items():

@@ -46,8 +46,13 @@ class Outcome:
 
 @dataclass
 class Tally:
-    """Decisions counted by outcome, anomaly type, priority and reject reason (summaries, stats windows)."""
+    """The one counter of the consumer: messages, and decisions by outcome, anomaly type, priority and reject reason.
 
+    A batch's increment is counted once (``consumer.batch.sort_batch``); the run summary, the statistics windows
+    and the Prometheus metrics all add that same increment.
+    """
+
+    messages: int = 0
     normal: int = 0
     anomalies: int = 0
     rejected: int = 0
@@ -63,28 +68,36 @@ class Tally:
     def total(self) -> int:
         return self.normal + self.anomalies + self.rejected
 
+    def count(self, decision: Decision) -> None:
+        """Count one decision."""
+        if isinstance(decision, Normal):
+            self.normal += 1
+        elif isinstance(decision, Anomaly):
+            self.anomalies += 1
+            self.by_type.update(decision.anomaly_types)
+            self.by_priority[decision.priority.value] += 1
+        else:
+            self.rejected += 1
+            self.by_reason[decision.reason] += 1
+
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
-            decision = outcome.decision
-            if isinstance(decision, Normal):
-                self.normal += 1
-            elif isinstance(decision, Anomaly):
-                self.anomalies += 1
-                self.by_type.update(decision.anomaly_types)
-                self.by_priority[decision.priority.value] += 1
-            else:
-                self.rejected += 1
-                self.by_reason[decision.reason] += 1
+            self.count(outcome.decision)
+
+    def merge(self, other: Tally) -> None:
+        """Add another tally (e.g. one batch's increment) to this one."""
+        self.messages += other.messages
+        self.normal += other.normal
+        self.anomalies += other.anomalies
+        self.rejected += other.rejected
+        self.by_type.update(other.by_type)
+        self.by_priority.update(other.by_priority)
+        self.by_reason.update(other.by_reason)
 
     def copy(self) -> Tally:
-        return Tally(
-            self.normal,
-            self.anomalies,
-            self.rejected,
-            Counter(self.by_type),
-            Counter(self.by_priority),
-            Counter(self.by_reason),
-        )
+        copied = Tally()
+        copied.merge(self)
+        return copied
 
 
 class RiskModel(Protocol):

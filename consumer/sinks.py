@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,15 @@ def archive_line(outcome: Outcome, normal: Normal) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveLine:
+    """One normal reading placed in the archive: its file, its (offset, entry) position and its JSON line."""
+
+    path: Path
+    position: tuple[int, int]
+    data: bytes
+
+
 class NormalArchive:
     """Appends normal readings as JSON Lines: ``<dir>/<YYYY-MM-DD>/<topic>.p<partition>.jsonl``.
 
@@ -77,39 +86,39 @@ class NormalArchive:
         """Drop cached file positions (call on partition revocation/assignment)."""
         self._last.clear()
 
-    def write(self, outcomes: Sequence[Outcome]) -> int:
+    def line_for(self, outcome: Outcome, normal: Normal) -> ArchiveLine:
+        """Where and what to append for one normal reading (raises on a reading the archive cannot place)."""
+        message = outcome.message
+        path = self.path_for(normal.reading, message.topic, message.partition)
+        return ArchiveLine(path, (message.offset, outcome.entry), orjson.dumps(archive_line(outcome, normal)) + b"\n")
+
+    def write(self, lines: Sequence[ArchiveLine]) -> int:
         """Append the batch's normals; returns how many lines were written (replayed ones are skipped)."""
         try:
-            lines = self._new_lines(outcomes)
-            for path, chunk in lines.items():
-                new = not path.exists()
+            new = self._new_lines(lines)
+            for path, chunk in new.items():
+                created = not path.exists()
                 with path.open("ab") as handle:
                     handle.write(b"".join(chunk))
                     handle.flush()
                     os.fsync(handle.fileno())
-                if new:
+                if created:
                     _fsync_dir(path.parent)
         except (OSError, ValueError) as exc:
             self.forget()  # positions may be wrong now: re-read them from disk on retry
             raise SinkError(f"archive write failed: {exc}") from exc
-        return sum(len(chunk) for chunk in lines.values())
+        return sum(len(chunk) for chunk in new.values())
 
-    def _new_lines(self, outcomes: Sequence[Outcome]) -> dict[Path, list[bytes]]:
+    def _new_lines(self, lines: Sequence[ArchiveLine]) -> dict[Path, list[bytes]]:
         """The lines to append, per file, leaving out what a file already holds (a replay)."""
-        lines: dict[Path, list[bytes]] = {}
-        for outcome in outcomes:
-            decision = outcome.decision
-            if not isinstance(decision, Normal):
-                continue
-            message = outcome.message
-            path = self.path_for(decision.reading, message.topic, message.partition)
-            position = (message.offset, outcome.entry)
-            if position <= self._position(path):
+        new: dict[Path, list[bytes]] = {}
+        for line in lines:
+            if line.position <= self._position(line.path):
                 self.skipped += 1
                 continue
-            self._last[path] = position
-            lines.setdefault(path, []).append(orjson.dumps(archive_line(outcome, decision)) + b"\n")
-        return lines
+            self._last[line.path] = line.position
+            new.setdefault(line.path, []).append(line.data)
+        return new
 
     def _position(self, path: Path) -> tuple[int, int]:
         cached = self._last.get(path)
@@ -202,10 +211,20 @@ class BulkClient(Protocol):
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document to index, with where it came from: the message it was built from (None for statistics)."""
+
+    index: str
+    id: str
+    source: dict[str, Any]
+    origin: Message | None = None
+
+
 @dataclass
 class BulkResult:
     indexed: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the batch, reason)
+    rejected: list[tuple[Document, str]] = field(default_factory=list)  # (document, reason)
 
 
 class ElasticsearchSink:
@@ -236,21 +255,20 @@ class ElasticsearchSink:
         self.retries = 0
         self.outage_since: float | None = None
 
-    def index(self, docs: Sequence[tuple[str, str, dict[str, Any]]]) -> BulkResult:
-        """Index ``(index, _id, source)`` documents; returns counts and the per-item rejections."""
+    def index(self, docs: Sequence[Document]) -> BulkResult:
+        """Index the documents under their explicit ids; returns counts and the per-item rejections."""
         result = BulkResult()
         for start in range(0, len(docs), self.chunk_size):
-            chunk = list(enumerate(docs[start : start + self.chunk_size], start))
-            self._index_chunk(chunk, result)
+            self._index_chunk(list(docs[start : start + self.chunk_size]), result)
         return result
 
-    def _index_chunk(self, pending: list[tuple[int, tuple[str, str, dict[str, Any]]]], result: BulkResult) -> None:
+    def _index_chunk(self, pending: list[Document], result: BulkResult) -> None:
         delay = self.backoff_initial_s
         while pending:
             operations: list[dict[str, Any]] = []
-            for _, (index, doc_id, source) in pending:
-                operations.append({"index": {"_index": index, "_id": doc_id}})
-                operations.append(source)
+            for doc in pending:
+                operations.append({"index": {"_index": doc.index, "_id": doc.id}})
+                operations.append(doc.source)
             try:
                 response = self.client.bulk(operations=operations)
                 items = response["items"]
@@ -259,18 +277,18 @@ class ElasticsearchSink:
                     raise SinkError(f"Elasticsearch refused the bulk request: {exc}") from exc
                 delay = self._wait(f"{type(exc).__name__}: {str(exc)[:200]}", delay)
                 continue
-            retry: list[tuple[int, tuple[str, str, dict[str, Any]]]] = []
-            for (position, doc), item in zip(pending, items, strict=True):
+            retry: list[Document] = []
+            for doc, item in zip(pending, items, strict=True):
                 outcome = next(iter(item.values()))
                 status = int(outcome.get("status", 500))
                 if status < 300:
                     result.indexed += 1
                 elif status in RETRYABLE_STATUS:
-                    retry.append((position, doc))
+                    retry.append(doc)
                 else:
                     error = outcome.get("error") or {}
                     reason = f"{error.get('type', status)}: {str(error.get('reason', ''))[:300]}"
-                    result.rejected.append((position, reason))
+                    result.rejected.append((doc, reason))
             pending = retry
             if pending:
                 delay = self._wait(f"{len(pending)} items got 429/5xx", delay)
@@ -343,10 +361,10 @@ class Window:
     def total(self) -> int:
         return self.tally.total
 
-    def merged(self, outcomes: Iterable[Outcome]) -> Window:
-        """A new window with these outcomes added (this one is left as it is, for retries)."""
+    def merged(self, counts: Tally) -> Window:
+        """A new window with a batch's counts added (this one is left as it is, for retries)."""
         window = Window(self.started, self.tally.copy())
-        window.tally.add(outcomes)
+        window.tally.merge(counts)
         return window
 
     def document(self, consumer: str, ended: datetime) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from bp.cli import (
 from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Cohort, Schedule, SimReading, parse_profile_mix
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
+from bp.kafka_config import admin_kwargs, producer_kwargs
 from bp.settings import Settings, load_settings
 
 log = logging.getLogger("bp.producer")
@@ -183,12 +184,7 @@ def ensure_topic(settings: Settings, partitions: int) -> None:
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
-            bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
-            request_timeout_ms=int(settings.connect_timeout_s * 1000),
-            client_id="bp-producer-admin",
-        )
+        admin = KafkaAdminClient(**admin_kwargs(settings, "bp-producer-admin"))
     except (KafkaError, OSError) as exc:
         raise EndpointError(
             f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s ({exc}); "
@@ -212,17 +208,7 @@ def make_producer(settings: Settings) -> Any:
     from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id="bp-producer",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=10,
-            batch_size=128 * 1024,
-            compression_type=settings.compression,
-            bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000),
-            max_block_ms=int(settings.connect_timeout_s * 1000),
-        )
+        return KafkaProducer(**producer_kwargs(settings, "bp-producer", linger_ms=10, batch_size=128 * 1024))
     except (KafkaError, OSError) as exc:
         raise EndpointError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
 

@@ -7,7 +7,6 @@ delivery (Elasticsearch) and in the archive; the end state must still hold every
 
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,10 +22,11 @@ from bp.errors import SinkError
 from bp.fhir import build_observation
 from bp.reading import Reading
 from bp.settings import load_settings
-from consumer.consumer import BatchProcessor, consume
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
-from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive
+from consumer.batch import Batch, sort_batch
+from consumer.commit import CommitProtocol
+from consumer.loop import BatchProcessor, RunOptions, consume
+from consumer.pipeline import Message, Pipeline
+from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive
 
 TOPIC = "bp"
 T0 = datetime(2026, 6, 1, 8, tzinfo=UTC)
@@ -170,8 +170,7 @@ def run_loop(tmp_path: Path, sinks: FakeSinks, partitions: int = 3, per_partitio
         DeadLetters(sinks, "bp.dlq"),
         "c1",
     )
-    args = argparse.Namespace(max_messages=None, stop_when_idle=0.3)
-    consume(fake, processor, Metrics(), settings, args, stop)
+    consume(fake, processor, RunOptions(stop_when_idle=0.3), stop)
     return fake
 
 
@@ -217,14 +216,99 @@ def test_archive_failure_while_the_batch_in_flight_fails_too(tmp_path: Path, mon
     calls = {"n": 0}
     original = NormalArchive.write
 
-    def flaky(self: NormalArchive, outcomes: Any) -> int:
+    def flaky(self: NormalArchive, lines: Any) -> int:
         calls["n"] += 1
         if calls["n"] == 3:
             archive_failed.set()
             raise SinkError("disk full")
-        return original(self, outcomes)
+        return original(self, lines)
 
     monkeypatch.setattr(NormalArchive, "write", flaky)
-    monkeypatch.setattr("consumer.consumer.time.sleep", lambda _: None)
+    monkeypatch.setattr("consumer.loop.ARCHIVE_RETRY_S", 0.0)
     fake = run_loop(tmp_path, sinks)
     check_end_state(fake, sinks)
+
+
+# ------------------------------------------------------------------------------------ the commit protocol alone
+def decided(tmp_path: Path, offsets: range, partition: int = 0) -> Batch:
+    messages = [Message(value_for(partition, o)[0], b"k", TOPIC, partition, o) for o in offsets]
+    archive = NormalArchive(tmp_path / "archive")
+    batch = sort_batch(
+        messages,
+        Pipeline(model=None).decide_batch(messages),
+        archive_line=archive.line_for,
+        anomaly_document=lambda outcome, _: Document("bpx", f"o-{outcome.message.offset}", {}, outcome.message),
+    )
+    archive.write(batch.normals)  # as the loop does before handing a batch to the protocol
+    return batch
+
+
+def test_sort_batch_sorts_once_by_destination(tmp_path: Path) -> None:
+    batch = decided(tmp_path, range(10, 20))
+    kinds = [value_for(0, o)[1] for o in range(10, 20)]
+    assert len(batch.normals) == kinds.count("normal") == batch.counts.normal
+    assert [doc.origin.offset for doc in batch.documents if doc.origin] == [10, 15]
+    assert [message.offset for message, _ in batch.dead_letters] == [
+        o for o in range(10, 20) if kinds[o - 10] == "reject"
+    ]
+    assert batch.counts.messages == 10 and batch.counts.total == 10
+    assert (batch.first_offsets, batch.next_offsets) == ({(TOPIC, 0): 10}, {(TOPIC, 0): 20})
+
+
+class Journal:
+    """Records the protocol's steps in order."""
+
+    def __init__(self, fail_checkpoint: bool = False) -> None:
+        self.steps: list[str] = []
+        self.fail_checkpoint = fail_checkpoint
+
+    def deliver(self, batch: Batch) -> int:
+        self.steps.append(f"deliver {batch.first_offsets[(TOPIC, 0)]}")
+        return len(batch.documents)
+
+    def checkpoint(self, batch: Batch) -> None:
+        self.steps.append("checkpoint")
+        if self.fail_checkpoint:
+            raise SinkError("state store unwritable")
+
+    def committed(self, batch: Batch, receipt: int) -> None:
+        self.steps.append(f"committed {batch.next_offsets[(TOPIC, 0)]} ({receipt} docs)")
+
+    def failed(self, batch: Batch, error: SinkError) -> None:
+        self.steps.append(f"failed: {error}")
+
+
+def protocol_over(fake: FakeConsumer, journal: Journal) -> CommitProtocol[int]:
+    return CommitProtocol(
+        fake, journal.deliver, on_committed=journal.committed, on_failed=journal.failed, checkpoint=journal.checkpoint
+    )
+
+
+def test_protocol_delivers_then_checkpoints_then_commits(tmp_path: Path) -> None:
+    sinks = FakeSinks(tmp_path / "archive")
+    fake = FakeConsumer(1, 20, sinks)
+    journal = Journal()
+    protocol = protocol_over(fake, journal)
+    batch = decided(tmp_path, range(5))
+    protocol.start(batch)
+    with pytest.raises(RuntimeError, match="settle"):  # one batch in flight at a time
+        protocol.start(batch)
+    sinks.stored["o0-0"] = {}  # the fake consumer's invariant checks the sinks at the commit
+    sinks.dead.append(value_for(0, 3)[0])
+    assert protocol.settle() and protocol.in_flight is None
+    protocol.close()
+    assert journal.steps == ["deliver 0", "checkpoint", "committed 5 (1 docs)"]
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 5
+
+
+def test_protocol_failed_checkpoint_commits_nothing_and_rewinds_both_batches(tmp_path: Path) -> None:
+    fake = FakeConsumer(1, 20, FakeSinks(tmp_path / "archive"))
+    fake.position[TopicPartition(TOPIC, 0)] = 12  # two batches polled: 0..5 in flight, 5..12 prepared
+    journal = Journal(fail_checkpoint=True)
+    protocol = protocol_over(fake, journal)
+    protocol.start(decided(tmp_path, range(5)))
+    later = decided(tmp_path, range(5, 12))
+    assert not protocol.settle(later.first_offsets)
+    protocol.close()
+    assert journal.steps == ["deliver 0", "checkpoint", "failed: state store unwritable"]
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 0 and fake.position[TopicPartition(TOPIC, 0)] == 0

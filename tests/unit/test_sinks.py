@@ -12,8 +12,8 @@ import pytest
 
 from bp.errors import SinkError
 from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
-from consumer.pipeline import Message, Outcome
-from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive, Window, document_id
+from consumer.pipeline import Message, Outcome, Tally
+from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive, Window, document_id
 
 T0 = datetime(2026, 5, 4, 23, 50, tzinfo=UTC)
 
@@ -23,6 +23,11 @@ def normal(offset: int, partition: int = 0, minutes: int = 0, entry: int = 0) ->
     return Outcome(Message(b"x", b"p1", "bp", partition, offset), entry, Normal(reading, "normal", 0.1))
 
 
+def write(archive: NormalArchive, outcomes: list[Outcome]) -> int:
+    """Place each normal reading (as the loop does while sorting a batch), then append them."""
+    return archive.write([archive.line_for(o, o.decision) for o in outcomes if isinstance(o.decision, Normal)])
+
+
 def lines(root: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for path in sorted(root.rglob("*.jsonl")) for line in path.read_bytes().splitlines()]
 
@@ -30,7 +35,7 @@ def lines(root: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ archive
 def test_archive_splits_by_day_and_partition(tmp_path: Path) -> None:
     archive = NormalArchive(tmp_path)
-    archive.write([normal(0), normal(1, minutes=20), normal(5, partition=3)])
+    write(archive, [normal(0), normal(1, minutes=20), normal(5, partition=3)])
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.jsonl"))
     assert files == ["2026-05-04/bp.p0.jsonl", "2026-05-04/bp.p3.jsonl", "2026-05-05/bp.p0.jsonl"]
     first = lines(tmp_path)[0]
@@ -38,34 +43,34 @@ def test_archive_splits_by_day_and_partition(tmp_path: Path) -> None:
 
 
 def test_archive_replay_writes_nothing_twice(tmp_path: Path) -> None:
-    NormalArchive(tmp_path).write([normal(0), normal(1), normal(2)])
+    write(NormalArchive(tmp_path), [normal(0), normal(1), normal(2)])
     restarted = NormalArchive(tmp_path)  # a new process: positions come from the files
-    written = restarted.write([normal(1), normal(2), normal(3)])
+    written = write(restarted, [normal(1), normal(2), normal(3)])
     assert written == 1 and restarted.skipped == 2
     assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2, 3]
 
 
 def test_archive_bundle_entries_resume_after_partial_write(tmp_path: Path) -> None:
-    NormalArchive(tmp_path).write([normal(4, entry=0)])
-    NormalArchive(tmp_path).write([normal(4, entry=0), normal(4, entry=1)])
+    write(NormalArchive(tmp_path), [normal(4, entry=0)])
+    write(NormalArchive(tmp_path), [normal(4, entry=0), normal(4, entry=1)])
     assert [(line["source_offset"], line["source_entry"]) for line in lines(tmp_path)] == [(4, 0), (4, 1)]
 
 
 def test_archive_cuts_a_torn_last_line(tmp_path: Path) -> None:
-    NormalArchive(tmp_path).write([normal(0), normal(1)])
+    write(NormalArchive(tmp_path), [normal(0), normal(1)])
     (path,) = tmp_path.rglob("*.jsonl")
     with path.open("ab") as handle:
         handle.write(b'{"patient_id": "p1", "source_off')  # crash mid-write
-    NormalArchive(tmp_path).write([normal(2)])
+    write(NormalArchive(tmp_path), [normal(2)])
     assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2]
 
 
 def test_archive_forget_rereads_positions(tmp_path: Path) -> None:
     mine, other = NormalArchive(tmp_path), NormalArchive(tmp_path)
-    mine.write([normal(0)])
-    other.write([normal(1)])  # another consumer owned the partition meanwhile
+    write(mine, [normal(0)])
+    write(other, [normal(1)])  # another consumer owned the partition meanwhile
     mine.forget()  # rebalance
-    mine.write([normal(1), normal(2)])
+    write(mine, [normal(1), normal(2)])
     assert [line["source_offset"] for line in lines(tmp_path)] == [0, 1, 2]
 
 
@@ -73,7 +78,7 @@ def test_archive_write_failure_is_a_sink_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(SinkError):
-        NormalArchive(blocker).write([normal(0)])
+        write(NormalArchive(blocker), [normal(0)])
 
 
 # -------------------------------------------------------------------------------------------- elasticsearch
@@ -113,16 +118,17 @@ def statuses(*codes: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     return answer
 
 
-def docs(n: int) -> list[tuple[str, str, dict[str, Any]]]:
-    return [("bp-anomalies", f"id{i}", {"n": i}) for i in range(n)]
+def docs(n: int) -> list[Document]:
+    return [Document("bp-anomalies", f"id{i}", {"n": i}) for i in range(n)]
 
 
 def test_bulk_retries_429_items_and_returns_400_items() -> None:
     waits: list[float] = []
     client = FakeBulk(statuses(201, 429, 400, 503), statuses(201, 201))
-    result = ElasticsearchSink(client, on_wait=waits.append).index(docs(4))
+    batch = docs(4)
+    result = ElasticsearchSink(client, on_wait=waits.append).index(batch)
     assert result.indexed == 3
-    assert result.rejected == [(2, "document_parsing_exception: x")]
+    assert result.rejected == [(batch[2], "document_parsing_exception: x")]
     retried_ids = [op["index"]["_id"] for op in client.requests[1][::2]]
     assert retried_ids == ["id1", "id3"]
     assert len(waits) == 1
@@ -213,7 +219,9 @@ def test_window_counts_and_merge_leaves_original_untouched() -> None:
         reading, "hypertensive_crisis", ("hypertension", "hypertensive_crisis"), ("r",), Priority.CRITICAL, None
     )
     window = Window(T0)
-    merged = window.merged([normal(0), Outcome(Message(b""), 0, crisis), Outcome(Message(b""), 0, Rejected("x", "y"))])
+    counts = Tally()
+    counts.add([normal(0), Outcome(Message(b""), 0, crisis), Outcome(Message(b""), 0, Rejected("x", "y"))])
+    merged = window.merged(counts)
     assert window.total == 0
     document = merged.document("c1", T0 + timedelta(seconds=5))
     assert (document["total"], document["normal"], document["anomalies"], document["rejected"]) == (3, 1, 1, 1)

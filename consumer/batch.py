@@ -1,0 +1,117 @@
+"""A polled batch, decided and then sorted once by where each outcome goes.
+
+:func:`sort_batch` walks the outcomes a single time and returns a :class:`Batch`: archive lines for the normal
+readings, Elasticsearch documents for the anomalies (each carrying the message it came from), dead letters for
+the rejects (one per source message), the batch's counts, and the offsets it spans per partition. Every later
+stage (archive, index, dead letters, statistics, metrics, commit) reads its own field; none re-sorts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bp.reading import Anomaly, Normal, Rejected
+from consumer.pipeline import Message, Outcome, Tally
+from consumer.sinks import ArchiveLine, Document
+
+Partition = tuple[str, int]  # (topic, partition)
+DeadLetter = tuple[Message, Rejected]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch ready for the sinks; ``next_offsets`` is what to commit once every sink confirmed it."""
+
+    messages: int
+    normals: tuple[ArchiveLine, ...]
+    documents: tuple[Document, ...]
+    dead_letters: tuple[DeadLetter, ...]
+    counts: Tally
+    first_offsets: Mapping[Partition, int]
+    next_offsets: Mapping[Partition, int]
+
+
+def sort_batch(
+    messages: Sequence[Message],
+    outcomes: Sequence[Outcome],
+    *,
+    archive_line: Callable[[Outcome, Normal], ArchiveLine],
+    anomaly_document: Callable[[Outcome, Anomaly], Document],
+) -> Batch:
+    """Sort a decided batch by destination in one pass over its outcomes."""
+    counts = Tally(messages=len(messages))
+    normals: list[ArchiveLine] = []
+    documents: list[Document] = []
+    letters: list[DeadLetter] = []
+    for outcome in outcomes:
+        decision = outcome.decision
+        if isinstance(decision, Normal):
+            normals.append(archive_line(outcome, decision))
+        elif isinstance(decision, Anomaly):
+            documents.append(anomaly_document(outcome, decision))
+        else:
+            letters.append((outcome.message, decision))
+        counts.count(decision)
+    first: dict[Partition, int] = {}
+    following: dict[Partition, int] = {}
+    for message in messages:
+        key = (message.topic, message.partition)
+        first.setdefault(key, message.offset)
+        following[key] = message.offset + 1
+    return Batch(len(messages), tuple(normals), tuple(documents), one_per_message(letters), counts, first, following)
+
+
+def one_per_message(letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+    """One dead letter per source message (a Bundle with two rejected entries is sent once)."""
+    unique: dict[tuple[str, int, int], DeadLetter] = {}
+    for message, rejected in letters:
+        unique.setdefault((message.topic, message.partition, message.offset), (message, rejected))
+    return tuple(unique.values())
+
+
+@dataclass
+class Totals:
+    """The whole run: the counts of every committed batch, and where the time went (summary, progress lines)."""
+
+    started: float = field(default_factory=time.monotonic)
+    counts: Tally = field(default_factory=Tally)
+    index_rejected: int = 0
+    # poll, decide, archive, index, dead_letters, commit
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def messages(self) -> int:
+        return self.counts.messages
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.messages / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        counts = self.counts
+        types = ", ".join(f"{name} {count}" for name, count in sorted(counts.by_type.items())) or "none"
+        return (
+            f"consumed {self.messages} ({self.rate():.0f} msg/s): normal {counts.normal}, "
+            f"anomalies {counts.anomalies} ({types}), rejected {counts.rejected}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        counts = self.counts
+        return {
+            "messages": self.messages,
+            "readings": counts.readings,
+            "normal": counts.normal,
+            "anomalies": counts.anomalies,
+            "rejected": counts.rejected,
+            "anomalies_by_type": dict(sorted(counts.by_type.items())),
+            "anomalies_by_priority": dict(sorted(counts.by_priority.items())),
+            "rejected_by_reason": dict(sorted(counts.by_reason.items())),
+            "seconds": round(elapsed, 2),
+            "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
+            "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,
+        }

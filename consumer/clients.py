@@ -1,0 +1,121 @@
+"""The consumer's clients: Elasticsearch (checked reachable at start), the Kafka consumer and the dead-letter
+producer (their keyword arguments come from :mod:`bp.kafka_config`, shared with the producer and the admin
+clients), the rebalance listener, and the Kafka record → :class:`~consumer.pipeline.Message` conversion.
+
+``consumer.report`` builds its Elasticsearch client with :func:`make_es` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from bp.errors import ConfigError, EndpointError
+from bp.kafka_config import consumer_kwargs, dead_letter_producer_kwargs
+from bp.settings import Settings
+from consumer.pipeline import Message
+from consumer.sinks import NormalArchive
+
+log = logging.getLogger("bp.consumer")
+
+
+def make_es(settings: Settings) -> Any:
+    """An Elasticsearch client that answered ``info()`` within ``connect_timeout_s`` (else EndpointError)."""
+    from elasticsearch import Elasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
+
+    options: dict[str, Any] = {
+        "request_timeout": 30,
+        "max_retries": 0,  # the sink retries with backoff itself, without committing meanwhile
+        "retry_on_timeout": False,
+        "serializer": OrjsonSerializer(),
+    }
+    if settings.es_api_key:
+        options["api_key"] = settings.es_api_key
+    elif settings.es_username:
+        options["basic_auth"] = (settings.es_username, settings.es_password or "")
+    if settings.es_ca_cert:
+        if not settings.es_ca_cert.is_file():
+            raise ConfigError(f"CA certificate {settings.es_ca_cert} not found (--es-ca-cert / BP_ES_CA_CERT)")
+        options["ca_certs"] = str(settings.es_ca_cert)
+    try:
+        client = Elasticsearch(settings.es_url, **options)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Elasticsearch URL {settings.es_url!r}: {exc}") from None
+    deadline = time.monotonic() + settings.connect_timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.options(request_timeout=2).info()
+            return client
+        except Exception as exc:  # connection refused, TLS, auth...
+            last = exc
+            status = getattr(getattr(exc, "meta", None), "status", None)
+            if status in (401, 403):
+                break
+            time.sleep(0.5)
+    raise EndpointError(
+        f"cannot reach Elasticsearch at {settings.es_url} within {settings.connect_timeout_s:.0f} s "
+        f"({type(last).__name__}: {str(last)[:200]}); start it or set --es-url"
+    )
+
+
+def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
+    """The subscribed consumer and the dead-letter producer (EndpointError when Kafka cannot be reached)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(**consumer_kwargs(settings))
+        consumer.subscribe([settings.topic], listener=rebalance)
+        producer = KafkaProducer(**dead_letter_producer_kwargs(settings))
+    except (KafkaError, OSError) as exc:
+        raise EndpointError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s "
+            f"({type(exc).__name__}); start it or set --bootstrap-servers"
+        ) from None
+    return consumer, producer
+
+
+def rebalance_listener(archive: NormalArchive) -> Any:
+    """A listener that forgets cached archive positions whenever partition ownership changes."""
+    from kafka import ConsumerRebalanceListener
+
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            archive.forget()
+            if revoked:
+                log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            archive.forget()
+            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+    return Rebalance()
+
+
+def lag(consumer: Any) -> dict[int, int] | None:
+    """Messages behind the high watermark, per assigned partition (None when not known yet)."""
+    lags: dict[int, int] = {}
+    try:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                return None
+            lags[tp.partition] = max(0, high - consumer.position(tp))
+    except Exception:  # lag is informative only
+        return None
+    return lags
+
+
+def to_message(record: Any) -> Message:
+    return Message(
+        value=record.value,
+        key=record.key,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        headers=record.headers or (),  # converted only for dead letters
+    )

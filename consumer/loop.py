@@ -1,0 +1,235 @@
+"""The consumer loop: poll → decide and sort → archive → deliver (Elasticsearch, dead letters) → commit.
+
+:class:`BatchProcessor` turns polled messages into a :class:`~consumer.batch.Batch` (decided, sorted, normals
+archived) and delivers it to Elasticsearch and the dead-letter topic; :class:`~consumer.commit.CommitProtocol`
+decides when its offsets may be committed; :func:`consume` is the loop that drives both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bp.cli import StopFlag
+from bp.errors import SinkError
+from bp.reading import Anomaly, Rejected
+from bp.settings import Settings
+from consumer.batch import Batch, DeadLetter, Totals, one_per_message, sort_batch
+from consumer.clients import lag, to_message
+from consumer.commit import CommitProtocol
+from consumer.metrics import Metrics
+from consumer.pipeline import Message, Outcome, Pipeline
+from consumer.sinks import (
+    DeadLetters,
+    Document,
+    ElasticsearchSink,
+    NormalArchive,
+    Window,
+    anomaly_document,
+    document_id,
+)
+
+log = logging.getLogger("bp.consumer")
+
+PROGRESS_EVERY_S = 5.0
+IDLE_SLEEP_S = 0.2  # the stand-in answers fetches at once: sleep on empty polls instead of spinning a core
+POLL_TIMEOUT_MS = 100
+ARCHIVE_RETRY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How long the loop runs: until stopped, after ``max_messages``, or after ``stop_when_idle`` seconds idle."""
+
+    max_messages: int | None = None
+    stop_when_idle: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a delivery learned: how many anomalies Elasticsearch refused (they went to the dead letters)."""
+
+    index_rejected: int = 0
+
+
+class BatchProcessor:
+    """Prepares batches (decide, sort, archive, statistics) and delivers them (Elasticsearch, dead letters).
+
+    ``prepare`` runs on the loop's thread and raises SinkError if the archive fails; ``deliver`` may run on a
+    worker thread while the loop prepares the next batch and raises SinkError if a sink fails; ``complete``
+    counts a committed batch, ``rollback`` forgets a failed one (and any prepared after it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        archive: NormalArchive,
+        es: ElasticsearchSink,
+        dead_letters: DeadLetters,
+        consumer_name: str,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.archive = archive
+        self.es = es
+        self.dead_letters = dead_letters
+        self.consumer_name = consumer_name
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.totals = Totals()
+        self.window = Window(datetime.now(UTC))
+        self.window_due = time.monotonic() + settings.stats_interval_s
+        # per batch not yet settled: the statistics window before it (restored on a rollback) and its start time
+        self._pending: dict[int, tuple[Window, float]] = {}
+
+    def prepare(self, messages: list[Message], final: bool = False) -> Batch:
+        """Decide, sort and archive a batch (appended and fsynced before anything can be committed)."""
+        stages = self.totals.stage_seconds
+        started = time.perf_counter()
+        outcomes = self.pipeline.decide_batch(messages)
+        now = datetime.now(UTC)
+        ingested_at = now.isoformat()
+        batch = sort_batch(
+            messages,
+            outcomes,
+            archive_line=self.archive.line_for,
+            anomaly_document=lambda outcome, anomaly: self._document(outcome, anomaly, ingested_at),
+        )
+        decided = time.perf_counter()
+        stages["decide"] += decided - started
+        self.archive.write(batch.normals)
+        stages["archive"] += time.perf_counter() - decided
+        self._pending[id(batch)] = (self.window, started)
+        self.window = self.window.merged(batch.counts)
+        if final or time.monotonic() >= self.window_due:
+            stats = Document(
+                self.settings.stats_index,
+                f"{self.consumer_name}-{ingested_at}",
+                self.window.document(self.consumer_name, now),
+            )
+            self.window = Window(now)
+            self.window_due = time.monotonic() + self.settings.stats_interval_s
+            pending = self._pending.pop(id(batch))
+            batch = dataclasses.replace(batch, documents=(*batch.documents, stats))
+            self._pending[id(batch)] = pending
+        return batch
+
+    def _document(self, outcome: Outcome, anomaly: Anomaly, ingested_at: str) -> Document:
+        source = anomaly_document(outcome, anomaly, self.pipeline.model_version, ingested_at)
+        return Document(self.settings.index, document_id(anomaly.reading), source, outcome.message)
+
+    def deliver(self, batch: Batch) -> Delivered:
+        """Index the anomalies (and statistics), then send every dead letter; one batch at a time."""
+        stages = self.totals.stage_seconds
+        indexing = time.perf_counter()
+        # Parse rejects travel to the dead-letter topic while Elasticsearch indexes the anomalies.
+        pending = self.dead_letters.start(batch.dead_letters)
+        result = self.es.index(batch.documents)
+        indexed = time.perf_counter()
+        stages["index"] += indexed - indexing
+        refused: list[DeadLetter] = []
+        for doc, reason in result.rejected:
+            if doc.origin is None:
+                log.error("statistics document %s rejected by Elasticsearch: %s", doc.id, reason)
+            else:
+                refused.append((doc.origin, Rejected(reason="index_rejected", detail=reason, stage="index")))
+        pending += self.dead_letters.start(one_per_message(refused))
+        self.dead_letters.confirm(pending)
+        stages["dead_letters"] += time.perf_counter() - indexed
+        return Delivered(index_rejected=len(refused))
+
+    def complete(self, batch: Batch, delivered: Delivered) -> None:
+        """Count a committed batch."""
+        _, started = self._pending.pop(id(batch), (self.window, time.perf_counter()))
+        self.totals.counts.merge(batch.counts)
+        self.totals.index_rejected += delivered.index_rejected
+        self.metrics.record_batch(batch.counts, time.perf_counter() - started)
+        if delivered.index_rejected:
+            self.metrics.rejects.labels("index_rejected").inc(delivered.index_rejected)
+
+    def rollback(self, batch: Batch, error: SinkError) -> None:
+        """A failed batch (and any prepared after it) will be replayed: its statistics must not count yet."""
+        log.error("batch not committed, will be retried: %s", error)
+        self.metrics.retries.labels("batch").inc()
+        window_before, _ = self._pending.get(id(batch), (self.window, 0.0))
+        self.window = window_before
+        self.window_due = time.monotonic()
+        self._pending.clear()
+
+
+def consume(consumer: Any, processor: BatchProcessor, options: RunOptions, stop: StopFlag) -> None:
+    """The loop: poll → prepare (decide, archive) → settle the batch in flight (commit) → deliver this one.
+
+    ``consumer`` is a KafkaConsumer (or a fake with the same methods); everything else is already built.
+    """
+    totals = processor.totals
+    protocol: CommitProtocol[Delivered] = CommitProtocol(
+        consumer,
+        processor.deliver,
+        on_committed=processor.complete,
+        on_failed=processor.rollback,
+        stage_seconds=totals.stage_seconds,
+    )
+    idle_since = time.monotonic()
+    next_progress = time.monotonic() + PROGRESS_EVERY_S
+    try:
+        while not stop:
+            in_flight = protocol.in_flight
+            taken = totals.messages + (in_flight.messages if in_flight is not None else 0)
+            if options.max_messages and taken >= options.max_messages:
+                break
+            limit = processor.settings.batch_size
+            if options.max_messages:
+                limit = min(limit, options.max_messages - taken)
+            polling = time.perf_counter()
+            polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
+            totals.stage_seconds["poll"] += time.perf_counter() - polling
+            records = [record for batch in polled.values() for record in batch]
+            if not records:
+                protocol.settle()
+                if options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
+                    log.info("idle for %.1f s: stopping", options.stop_when_idle)
+                    break
+                if not stop:
+                    time.sleep(IDLE_SLEEP_S)
+            else:
+                idle_since = time.monotonic()
+                messages = [to_message(record) for record in records]
+                try:
+                    batch = processor.prepare(messages)
+                except SinkError as exc:  # the archive failed: settle the batch in flight, then retry this one
+                    log.error("batch not committed, will be retried: %s", exc)
+                    processor.metrics.retries.labels("batch").inc()
+                    first = {(tp.topic, tp.partition): batch[0].offset for tp, batch in polled.items() if batch}
+                    if protocol.settle(first):  # (if the batch in flight failed too, settle rewound both)
+                        protocol.rewind(first)
+                    time.sleep(ARCHIVE_RETRY_S)
+                    continue
+                if not protocol.settle(batch.first_offsets):  # the one in flight failed: both replay from its offsets
+                    continue
+                protocol.start(batch)
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY_S
+                progress(totals, consumer, processor.metrics)
+        protocol.settle()
+        # Flush the last statistics window.
+        try:
+            processor.deliver(processor.prepare([], final=True))
+        except SinkError as exc:
+            log.warning("last statistics window not written: %s", exc)
+    finally:
+        if protocol.in_flight is not None:  # leaving on an exception: make a retrying worker give up
+            stop.stopped = True
+        protocol.close()
+
+
+def progress(totals: Totals, consumer: Any, metrics: Metrics) -> None:
+    current = lag(consumer)
+    if current is not None:
+        metrics.record_lag(current)
+    log.info("%s, lag %s", totals.line(), "?" if current is None else sum(current.values()))
