@@ -32,7 +32,7 @@ demo: $(STAMP) $(MODEL)  ## bounded end-to-end run against the stand-in (or BP_*
 
 lint: $(STAMP)  ## ruff + mypy (strict on bp/)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy bp producer consumer ml infra bench
+	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime
 
 test: lint  ## lint, then every test (unit + integration against the stand-in)
 	$(PY) -m pytest tests

@@ -4,7 +4,7 @@
     python -m bench.bare produce --bootstrap B --topic T --input FILE [--compression lz4]
 
 Both print one JSON line on stdout with ``time.monotonic()`` stamps (CLOCK_MONOTONIC is system-wide on Linux, so
-the parent can compare them with its own spawn time).
+the parent can compare them with its own spawn time) and the process's CPU seconds when the work was done.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def consume(args: argparse.Namespace) -> dict[str, object]:
     )
     t_constructed = time.monotonic()
     count = decoded = failed = size = 0
-    t_first = t_last = None
+    t_first = t_last = cpu_last = None
     deadline = time.monotonic() + args.timeout
     try:
         while count < args.expect and time.monotonic() < deadline:
@@ -75,6 +75,7 @@ def consume(args: argparse.Namespace) -> dict[str, object]:
                     count += 1
             if polled:
                 t_last = time.monotonic()
+                cpu_last = time.process_time()  # the whole process (all threads), as the parent reads the consumer's
                 if t_first is None:
                     t_first = t_last
     finally:
@@ -82,6 +83,7 @@ def consume(args: argparse.Namespace) -> dict[str, object]:
     return {
         "count": count, "decoded": decoded, "decode_failed": failed, "bytes": size,
         "t_start": t_start, "t_constructed": t_constructed, "t_first": t_first, "t_last": t_last,
+        "cpu_s": cpu_last,
     }  # fmt: skip
 
 
@@ -115,11 +117,12 @@ def produce(args: argparse.Namespace) -> dict[str, object]:
         producer.send(args.topic, value=value, key=key, headers=headers).add_callback(ok).add_errback(err)
     producer.flush(timeout=args.timeout)
     t_flushed = time.monotonic()
+    cpu_s = time.process_time()
     producer.close(timeout=10)
     return {
         "sent": len(records), "acked": acked, "failed": failed,
         "t_start": t_start, "t_first_send": t_first, "t_flushed": t_flushed,
-        "seconds": t_flushed - t_first, "rate": len(records) / (t_flushed - t_first),
+        "seconds": t_flushed - t_first, "rate": len(records) / (t_flushed - t_first), "cpu_s": cpu_s,
     }  # fmt: skip
 
 

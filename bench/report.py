@@ -163,3 +163,49 @@ def result_problems(doc: Mapping[str, Any]) -> list[str]:
             if missing:
                 problems.append(f"checks[{index}] lacks {missing}")
     return problems
+
+
+def build_checks(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The printed table's rows: every figure, and a pass/fail check where the figure has a goal."""
+    rows: list[dict[str, Any]] = []
+    c = results.get("consumer_throughput")
+    if c:
+        rows += [
+            info("consumer CLI throughput (median)", c["median"]["consumer_rate"], "msg/s"),
+            info("bare consumer + orjson ceiling (median)", c["median"]["ceiling_rate"], "msg/s"),
+            check("consumer / ceiling, same run (median)", c["median"]["ratio"], "ratio", ">=", 0.5),
+            info("  steady state (after first commit / record)", c["median"]["steady_ratio"], "ratio"),
+            info("consumer CPU per reading (median)", c["median"].get("consumer_cpu_us_per_reading"), "µs"),
+            info("bare consumer CPU per reading (median)", c["median"].get("ceiling_cpu_us_per_reading"), "µs"),
+            info("  bare CPU / consumer CPU (median)", c["median"].get("cpu_ratio"), "ratio"),
+            info("consumer time to first commit (median)", c["median"].get("first_commit_after_s"), "s"),
+        ]
+    p = results.get("producer_throughput")
+    if p:
+        rows += [
+            info("producer CLI --rate 0 (median)", p["median"]["cli_rate"], "msg/s"),
+            info("bare kafka-python producer (median)", p["median"]["bare_rate"], "msg/s"),
+            check("producer / bare, same run (median)", p["median"]["ratio"], "ratio", ">=", 0.8),
+            check(
+                "--dry-run generation, 1 core (median)", p["dry_run"]["median_rate"], "readings/s", ">=", 20_000
+            ),
+        ]
+    lat = results.get("latency")
+    if lat:
+        labels = (
+            ("anomaly_indexed", "anomaly produce→indexed"),
+            ("normal_archived", "normal produce→archived"),
+            ("committed", "any produce→committed"),
+        )
+        for key, label in labels:
+            s = lat[key]
+            rows.append(info(f"{label} p50", s.get("p50"), "s"))
+            rows.append(info(f"{label} p95", s.get("p95"), "s"))
+            op_row = check(f"{label} p99", s.get("p99"), "s", "<", 1.0)
+            rows.append(op_row)
+    m = results.get("memory")
+    if m:
+        for key, value in m["rss_mib"].items():
+            rows.append(info(f"consumer RSS {key.replace('_', ' ')}", value, "MiB"))
+    return rows
+

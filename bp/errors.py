@@ -5,7 +5,10 @@ BpError
 ├── EndpointError        Kafka or Elasticsearch cannot be reached
 ├── ModelError           the model artifact is missing, corrupt or does not match this code
 ├── SinkError            a sink could not durably write a batch (the batch is retried, never committed)
-└── StateError           the per-patient state store cannot be read, written or restored
+├── StateError           the per-patient state store cannot be read, written or restored
+├── WaitTimeout          a condition polled with a deadline did not hold in time (runtime.waits)
+├── StandInError         the local stand-in (infra.standin) could not be started, reached or stopped
+└── BenchError           a benchmark step failed (a child exited early, a deadline passed)
 """
 
 
@@ -31,3 +34,19 @@ class SinkError(BpError):
 
 class StateError(BpError):
     """The per-patient state (local store or changelog) cannot be read, written or restored consistently."""
+
+
+class WaitTimeout(BpError):
+    """A condition polled with a deadline did not hold in time; ``last`` is its last answer."""
+
+    def __init__(self, message: str, last: object = None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+class StandInError(BpError):
+    """The local stand-in for Kafka and Elasticsearch could not be started, reached or stopped."""
+
+
+class BenchError(BpError):
+    """A benchmark step failed: a child exited early, a deadline passed, a result is missing."""

@@ -24,21 +24,21 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from bp.errors import StandInError, WaitTimeout
+from runtime.waits import wait_until
+
+__all__ = ["StandIn", "StandInError", "free_port", "real_endpoints_configured"]
 
 log = logging.getLogger("bp.standin")
 
 DEFAULT_DIR = Path(".infra/standin")
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
-
-
-class StandInError(RuntimeError):
-    """The stand-in could not be started, reached or stopped."""
 
 
 def free_port() -> int:
@@ -140,10 +140,11 @@ class StandIn:
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Poll Elasticsearch's health and Kafka's metadata until both answer, or raise after the deadline."""
-        deadline = time.monotonic() + timeout_s
         es_ok = kafka_ok = False
         last = ""
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal es_ok, kafka_ok, last
             if self.pid is not None and not _pid_alive(self.pid):
                 raise StandInError(f"noida-db exited during start-up; see {self.data_dir / 'noida.out'}")
             if not es_ok:
@@ -155,10 +156,14 @@ class StandIn:
                     last = f"Elasticsearch: {exc}"
             if es_ok and not kafka_ok:
                 kafka_ok, last = _kafka_answers(self.bootstrap)
-            if es_ok and kafka_ok:
-                return
-            time.sleep(0.05)
-        raise StandInError(f"stand-in not ready after {timeout_s:.0f} s ({last}); see {self.data_dir / 'noida.out'}")
+            return es_ok and kafka_ok
+
+        try:
+            wait_until(ready, timeout_s, "stand-in ready", interval_s=0.05)
+        except WaitTimeout:
+            raise StandInError(
+                f"stand-in not ready after {timeout_s:.0f} s ({last}); see {self.data_dir / 'noida.out'}"
+            ) from None
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop the server: `noida-db down`, then SIGTERM, then SIGKILL, waiting for the PID to go each time."""
@@ -178,10 +183,8 @@ class StandIn:
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + (timeout_s if sig is None else 5.0)
-            while time.monotonic() < deadline and _pid_alive(pid):
-                time.sleep(0.05)
-            if not _pid_alive(pid):
+            with contextlib.suppress(WaitTimeout):
+                wait_until(lambda: not _pid_alive(pid), timeout_s if sig is None else 5.0, "stand-in exit", 0.05)
                 break
         self.pid = None
         with contextlib.suppress(FileNotFoundError):

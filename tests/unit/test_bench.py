@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from bench import report
+from bench import presets, report
 from bench.bare import read_records, write_records
+from bench.consume import per_reading_us
 from bench.workload import build, malformed
 from bp.fhir import parse_message
 from bp.reading import Rejected
@@ -150,3 +153,41 @@ def test_record_file_round_trip(tmp_path: Any) -> None:
     path = tmp_path / "records.bin"
     assert write_records(path, iter(pairs)) == 3
     assert read_records(path) == pairs
+
+
+# ------------------------------------------------------------------------------------------------ presets
+def test_presets_are_frozen_and_flags_replace_single_fields(tmp_path: Path) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        presets.FULL.repeat = 5  # type: ignore[misc]
+    assert presets.parse_preset([]) == presets.FULL
+    quick = presets.parse_preset(["--quick", "--messages", "777", "--output", str(tmp_path / "r.json")])
+    assert quick.messages == 777 and quick.output == tmp_path / "r.json"
+    assert quick.repeat == presets.QUICK.repeat and quick.latency_seconds == presets.QUICK.latency_seconds
+    assert quick.quick and not presets.FULL.quick
+    assert presets.parse_preset(["--only", "latency,memory"]).sections == ("latency", "memory")
+
+
+@pytest.mark.parametrize("argv", [["--only", "consumer,nonsense"], ["--repeat", "0"]])
+def test_bad_preset_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        presets.parse_preset(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_checks_show_cpu_per_reading_and_time_to_first_commit() -> None:
+    median = {"consumer_rate": 10_000.0, "ceiling_rate": 40_000.0, "ratio": 0.25, "steady_ratio": 0.3,
+              "consumer_cpu_us_per_reading": 180.0, "ceiling_cpu_us_per_reading": 45.0, "cpu_ratio": 0.25,
+              "first_commit_after_s": 1.2}  # fmt: skip
+    rows = {row["name"]: row for row in report.build_checks({"consumer_throughput": {"median": median}})}
+    assert rows["consumer CPU per reading (median)"]["value"] == 180.0
+    assert rows["bare consumer CPU per reading (median)"]["value"] == 45.0
+    assert rows["consumer time to first commit (median)"]["value"] == 1.2
+    assert rows["consumer / ceiling, same run (median)"]["passed"] is False
+    table = report.format_table(list(rows.values()))
+    assert "180 µs" in table and "1200 ms" in table
+
+
+def test_per_reading_cpu() -> None:
+    assert per_reading_us(1.5, 10_000) == 150.0
+    assert per_reading_us(None, 10) is None and per_reading_us(1.0, 0) is None

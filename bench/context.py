@@ -1,0 +1,167 @@
+"""One benchmark run's context: endpoints, clients, children and the Kafka/Elasticsearch chores every measurement
+needs (topics, offsets, pre-producing, indices, starting the consumer CLI)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.processes import Child, Children, cpu_seconds
+from bench.workload import Record
+from bp.errors import BenchError
+from runtime.waits import wait_until
+
+PARTITIONS = 6
+POLL_S = 0.1  # committed-offset polling while timing the consumer
+
+
+@dataclass
+class Bench:
+    """Endpoints, clients and the children of one benchmark run."""
+
+    bootstrap: str
+    es_url: str
+    standin: Any  # infra.standin.StandIn | None
+    run_id: str
+    work: Path
+    children: Children
+    admin: Any
+    es: Any
+    probe: Any  # a group-less KafkaConsumer used only for metadata and end offsets (never polls)
+    classifier: dict[str, Any]
+
+    def name(self, *parts: object) -> str:
+        return "-".join(["bench", self.run_id, *map(str, parts)])
+
+    def server_cpu(self) -> float | None:
+        return cpu_seconds(self.standin.pid) if self.standin is not None and self.standin.pid else None
+
+    # --- Kafka
+    def create_topic(self, topic: str, partitions: int = PARTITIONS) -> None:
+        from kafka.admin import NewTopic
+
+        self.admin.create_topics([NewTopic(topic, partitions, 1)])
+
+        def visible() -> bool:
+            self.probe.topics()  # refresh metadata
+            return len(self.probe.partitions_for_topic(topic) or ()) == partitions
+
+        wait_until(visible, 15, f"topic {topic} visible with {partitions} partitions")
+
+    def delete_topics(self, *topics: str) -> None:
+        existing = set(self.admin.list_topics())
+        doomed = [t for t in topics if t in existing]
+        if doomed:
+            with contextlib.suppress(Exception):
+                self.admin.delete_topics(doomed)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from kafka import TopicPartition
+
+        partitions = self.probe.partitions_for_topic(topic) or set()
+        ends = self.probe.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        try:
+            offsets = self.admin.list_group_offsets(group).get(group, {})
+        except Exception:  # group not there yet, coordinator loading...
+            return {}
+        return {tp.partition: int(m.offset) for tp, m in offsets.items() if tp.topic == topic and m.offset >= 0}
+
+    def produce(self, topic: str, records: Sequence[Record]) -> float:
+        """Pre-produce records (lz4, acks=all, idempotent); returns the seconds it took."""
+        from kafka import KafkaProducer
+
+        started = time.monotonic()
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=10,
+            batch_size=128 * 1024,
+            compression_type="lz4",
+            client_id="bench-preproduce",
+        )
+        failures: list[BaseException] = []
+        headers = [("content-type", b"application/fhir+json")]
+        for record in records:
+            producer.send(topic, value=record.value, key=record.key, headers=headers).add_errback(failures.append)
+        producer.flush(timeout=300)
+        producer.close(timeout=10)
+        if failures:
+            raise BenchError(f"pre-producing to {topic}: {len(failures)} sends failed: {failures[0]}")
+        return time.monotonic() - started
+
+    def record_timestamps(self, topic: str, ends: dict[int, int]) -> dict[tuple[int, int], float]:
+        """Every record's timestamp (seconds since the epoch) read back from the topic."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        tps = [TopicPartition(topic, p) for p in ends]
+        reader = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        stamps: dict[tuple[int, int], float] = {}
+
+        def read_to_end() -> bool:
+            for tp, batch in reader.poll(timeout_ms=500, max_records=5000).items():
+                for record in batch:
+                    stamps[(tp.partition, record.offset)] = record.timestamp / 1000.0
+            return all(reader.position(tp) >= ends[tp.partition] for tp in tps)
+
+        try:
+            reader.assign(tps)
+            reader.seek_to_beginning(*tps)
+            wait_until(read_to_end, 120, f"reading back the timestamps of {topic}", interval_s=0)
+        finally:
+            reader.close()
+        return stamps
+
+    # --- Elasticsearch
+    def drop_index(self, index: str) -> None:
+        with contextlib.suppress(Exception):
+            self.es.indices.delete(index=index, ignore_unavailable=True)
+        with contextlib.suppress(Exception):
+            self.es.indices.delete_index_template(name=index)
+
+    # --- the consumer CLI
+    def start_consumer(self, label: str, topic: str, group: str, index: str, archive: Path) -> Child:
+        args = [
+            "--topic",
+            topic,
+            "--dlq-topic",
+            f"{topic}.dlq",
+            "--group",
+            group,
+            "--index",
+            index,
+            "--stats-index",
+            f"{index}-stats",
+            "--archive-dir",
+            str(archive),
+            "--stop-when-idle",
+            "120",
+            "--summary-json",
+            str(self.work / f"{label}.summary.json"),
+            *self.classifier["consumer_flags"],
+        ]
+        return self.children.start(label, "consumer.consumer", args)
+
+
+def consumer_summary(bench: Bench, label: str) -> dict[str, Any] | None:
+    path = bench.work / f"{label}.summary.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def cleanup_consumer(bench: Bench, topic: str, index: str, archive: Path) -> None:
+    bench.delete_topics(f"{topic}.dlq")
+    bench.drop_index(index)
+    bench.drop_index(f"{index}-stats")
+    shutil.rmtree(archive, ignore_errors=True)
+
+

@@ -1,0 +1,7 @@
+"""The impure plumbing the entry points share, kept out of the pure ``bp/`` package.
+
+``bp/`` holds the domain and does no I/O. Whatever touches the process or the outside world and is needed by more
+than one entry point (producer, consumer, report, ml, infra, bench) lives here instead:
+
+- ``waits``: wait for a condition with a deadline (tenacity), one helper instead of hand-written poll loops.
+"""
