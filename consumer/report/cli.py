@@ -73,7 +73,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def build_report(settings: Settings) -> Report:
-    from consumer.consumer import make_es  # moves to consumer.clients with the consumer split
+    from consumer.clients import make_es
 
     es = make_es(settings)
     try:
