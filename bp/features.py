@@ -80,6 +80,17 @@ NIGHT_WEIGHT_BY_HOUR: tuple[float, ...] = (
     0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.4, 0.8,  # 16-23
 )  # fmt: skip
 
+# A reading given with a date only (effective_precision "day") has no hour: it gets the day's mean weight.
+UNKNOWN_HOUR_NIGHT_WEIGHT = sum(NIGHT_WEIGHT_BY_HOUR) / len(NIGHT_WEIGHT_BY_HOUR)
+
+
+def night_weight(reading: Reading) -> float:
+    """Night weight of the reading's local hour; the daily mean when its time is only a date."""
+    if reading.effective_precision == "day":
+        return UNKNOWN_HOUR_NIGHT_WEIGHT
+    return NIGHT_WEIGHT_BY_HOUR[reading.effective.hour]
+
+
 ARTIFACT_FORMAT = 1
 RETRAIN_HINT = "retrain with `python -m ml.train_model`"
 
@@ -141,7 +152,7 @@ class PatientHistory:
         """Features of ``reading`` given the history so far (order: FEATURE_NAMES); then update the history."""
         s = reading.systolic
         d = reading.diastolic
-        w = NIGHT_WEIGHT_BY_HOUR[reading.effective.hour]
+        w = night_weight(reading)
         factor = 1.0 - EXPECTED_DIP * w
         retained = self._retained
         pid = reading.patient_id

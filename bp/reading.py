@@ -9,13 +9,18 @@ from enum import StrEnum
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One blood-pressure measurement, in mmHg, with a timezone-aware time."""
+    """One blood-pressure measurement, in mmHg, with a timezone-aware time.
+
+    ``effective_precision`` is ``second`` for a full date-time, ``day`` when the sender gave only a date
+    (``effective`` is then 00:00 UTC of that day and its hour means nothing).
+    """
 
     patient_id: str
     effective: datetime
     systolic: float
     diastolic: float
     observation_id: str | None = None
+    effective_precision: str = "second"
 
     @property
     def mean_arterial(self) -> float:

@@ -6,6 +6,7 @@ Every field maps to an environment variable named ``BP_`` + the field name in up
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bp.errors import ConfigError
+from bp.fhir import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIME_FLOOR, ParseLimits
 
 DEFAULT_TOPIC = "blood-pressure"
 DEFAULT_DLQ_TOPIC = "blood-pressure.dlq"
@@ -68,6 +70,15 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to (0.0.0.0 in containers)")
 
+    # Parser (bp/fhir.py): size limit and plausible-time window
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1 << 30, description="larger messages are rejected (too_large)"
+    )
+    future_tolerance_hours: float = Field(
+        24.0, ge=0, le=24 * 366, description="readings later than arrival + this are rejected (bad_time)"
+    )
+    time_floor: date = Field(DEFAULT_TIME_FLOOR, description="readings before this date (UTC) are rejected (bad_time)")
+
     @field_validator("compression")
     @classmethod
     def _compression(cls, value: str | None) -> str | None:
@@ -83,6 +94,11 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        """What the parser tolerates: size limit and plausible-time window."""
+        return ParseLimits(self.max_message_bytes, self.future_tolerance_hours * 3600.0, self.time_floor)
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -56,6 +56,7 @@ def sort_batch(
         else:
             letters.append((outcome.message, decision))
         counts.count(decision)
+        counts.skipped_entries += outcome.skipped_entries
     first: dict[Partition, int] = {}
     following: dict[Partition, int] = {}
     for message in messages:
@@ -111,6 +112,7 @@ class Totals:
             "anomalies_by_type": dict(sorted(counts.by_type.items())),
             "anomalies_by_priority": dict(sorted(counts.by_priority.items())),
             "rejected_by_reason": dict(sorted(counts.by_reason.items())),
+            "skipped_entries": counts.skipped_entries,
             "seconds": round(elapsed, 2),
             "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,

@@ -39,7 +39,7 @@ def check_lines(source: IO[bytes]) -> Iterator[bytes]:
 def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
     """Decide Observations from a file or stdin (``-``); one JSON decision per line on ``out``."""
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, retention_days=settings.state_retention_days)
+    pipeline = Pipeline(model, retention_days=settings.state_retention_days, limits=settings.parse_limits)
     totals = Totals()
     if path == "-":
         documents = list(check_lines(sys.stdin.buffer))

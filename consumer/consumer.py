@@ -37,7 +37,7 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
     from kafka.errors import KafkaError
 
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, retention_days=settings.state_retention_days)
+    pipeline = Pipeline(model, retention_days=settings.state_retention_days, limits=settings.parse_limits)
     es_client = make_es(settings)
     ensure_template(es_client, "bp-anomalies", settings.index)
     ensure_template(es_client, "bp-stats", settings.stats_index)
@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-messages", type=positive_int, metavar="N", help="exit after N messages")
     add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
     add("--metrics-port", type=int, help="serve Prometheus metrics on this port (env BP_METRICS_PORT; default off)")
+    # parser limits (bp/fhir.py)
+    add("--max-message-bytes", type=int, help="reject larger messages (env BP_MAX_MESSAGE_BYTES; default 8 MiB)")
+    add("--future-tolerance-hours", type=float, help="reject readings later than arrival + this (default 24)")
+    add("--time-floor", metavar="YYYY-MM-DD", help="reject readings before this date (env BP_TIME_FLOOR; 1900-01-01)")
     add("--summary-json", type=Path, metavar="FILE", help="also write the final summary as JSON to FILE")
     add("--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -155,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             max_poll_interval_ms=args.max_poll_interval_ms,
             auto_offset_reset=args.offset_reset,
             metrics_port=args.metrics_port,
+            max_message_bytes=args.max_message_bytes,
+            future_tolerance_hours=args.future_tolerance_hours,
+            time_floor=args.time_floor,
         )
         if args.check is not None:
             totals = run_check(settings, args.check, sys.stdout.buffer)

@@ -26,6 +26,9 @@ class Metrics:
         self.anomalies = Counter("bp_anomalies", "Anomalies by type (a reading may have several)", ["type"], registry=r)
         self.priorities = Counter("bp_anomaly_priority", "Anomalies by priority", ["priority"], registry=r)
         self.rejects = Counter("bp_rejected", "Dead-lettered messages by reason", ["reason"], registry=r)
+        self.skipped_entries = Counter(
+            "bp_skipped_entries", "Bundle entries that are not blood-pressure readings (Patient, ...)", registry=r
+        )
         self.retries = Counter(
             "bp_sink_retries", "Sink write attempts that failed and were retried", ["sink"], registry=r
         )
@@ -56,6 +59,8 @@ class Metrics:
             self.anomalies.labels(kind).inc(n)
         for reason, n in counts.by_reason.items():
             self.rejects.labels(reason).inc(n)
+        if counts.skipped_entries:
+            self.skipped_entries.inc(counts.skipped_entries)
 
     def record_lag(self, lags: dict[int, int]) -> None:
         for partition, value in lags.items():

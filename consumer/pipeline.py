@@ -7,6 +7,7 @@ cannot be parsed yields exactly one ``Rejected`` outcome (the whole message goes
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy.typing as npt
 
 from bp.clinical import MODEL_RISK, assess, prioritize
 from bp.features import FEATURE_NAMES, PatientHistory
-from bp.fhir import parse_message
+from bp.fhir import DEFAULT_LIMITS, ParseLimits, parse_message
 from bp.reading import Anomaly, Decision, Normal, Reading, Rejected
 from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState
 
@@ -37,11 +38,15 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One decision about one reading (``entry`` is its index inside a Bundle, else 0) of a message."""
+    """One decision about one reading (``entry`` is its index inside a Bundle, else 0) of a message.
+
+    ``skipped_entries`` (on the first outcome of a Bundle only) counts its entries that are not readings.
+    """
 
     message: Message
     entry: int
     decision: Decision
+    skipped_entries: int = 0
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Tally:
     by_type: Counter[str] = field(default_factory=Counter)
     by_priority: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
+    skipped_entries: int = 0  # Bundle entries that are not readings (Patient, Encounter, ...)
 
     @property
     def readings(self) -> int:
@@ -83,6 +89,7 @@ class Tally:
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
             self.count(outcome.decision)
+            self.skipped_entries += outcome.skipped_entries
 
     def merge(self, other: Tally) -> None:
         """Add another tally (e.g. one batch's increment) to this one."""
@@ -93,6 +100,7 @@ class Tally:
         self.by_type.update(other.by_type)
         self.by_priority.update(other.by_priority)
         self.by_reason.update(other.by_reason)
+        self.skipped_entries += other.skipped_entries
 
     def copy(self) -> Tally:
         copied = Tally()
@@ -121,8 +129,10 @@ class Pipeline:
         model: RiskModel | None,
         state: Callable[[int], KeyedState] | None = None,
         retention_days: float = DEFAULT_RETENTION_DAYS,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self.model = model
+        self.limits = limits
         self._state = state if state is not None else (lambda partition: MemoryState())
         self._retention_days = retention_days
         self._histories: dict[int, PatientHistory] = {}
@@ -144,24 +154,40 @@ class Pipeline:
     def model_version(self) -> str:
         return self.model.version if self.model is not None else "rules-only"
 
-    def decide_batch(self, messages: Sequence[Message]) -> list[Outcome]:
-        """Decide every message of a batch, in order."""
+    def decide_batch(self, messages: Sequence[Message], now_ms: int | None = None) -> list[Outcome]:
+        """Decide every message of a batch, in order.
+
+        A reading may lie at most the tolerance after its record's arrival: the Kafka timestamp, or ``now_ms``
+        (default: the clock) when the record has none (missing, -1 or 0) or claims a time later than now.
+        """
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
         parsed: list[tuple[Message, int, Reading]] = []
         outcomes: list[Outcome | None] = []
-        slots: list[int] = []
+        slots: list[tuple[int, int]] = []  # (slot in outcomes, skipped entries) of each parsed reading
         for message in messages:
-            result = parse_message(message.value) if message.value is not None else _EMPTY
+            if message.value is None:
+                outcomes.append(Outcome(message, 0, _EMPTY))
+                continue
+            stamp = message.timestamp_ms
+            received = now_ms if stamp is None or stamp <= 0 or stamp > now_ms else stamp
+            result = parse_message(message.value, received_ms=received, limits=self.limits)
             if isinstance(result, Rejected):
                 outcomes.append(Outcome(message, 0, result))
                 continue
-            for entry, reading in enumerate(result):
-                slots.append(len(outcomes))
-                outcomes.append(None)
-                parsed.append((message, entry, reading))
+            skipped = result.skipped
+            for entry, item in result.entries:
+                if isinstance(item, Reading):
+                    slots.append((len(outcomes), skipped))
+                    outcomes.append(None)
+                    parsed.append((message, entry, item))
+                else:
+                    outcomes.append(Outcome(message, entry, item, skipped))
+                skipped = 0
         risks = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
-        for slot, (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
-            outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold))
+        for (slot, skipped), (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
+            outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped)
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _risks(self, parsed: list[tuple[Message, int, Reading]]) -> Sequence[float | None]:

@@ -35,6 +35,7 @@ def archive_line(outcome: Outcome, normal: Normal) -> dict[str, Any]:
     return {
         "patient_id": reading.patient_id,
         "effective": reading.effective.isoformat(),
+        "effective_precision": reading.effective_precision,
         "systolic": reading.systolic,
         "diastolic": reading.diastolic,
         "category": normal.category,
@@ -184,6 +185,7 @@ def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, ing
         "observation_id": reading.observation_id,
         "patient_id": reading.patient_id,
         "effective": reading.effective.isoformat(),
+        "effective_precision": reading.effective_precision,
         "ingested_at": ingested_at,
         "produced_at": produced,
         "systolic": reading.systolic,

@@ -29,6 +29,7 @@ import pytest
 from infra.standin import free_port
 from tests.integration.conftest import Endpoints, read_topic, run_cli, wait_for
 from tests.integration.faults_support import (
+    SMALL_LIMIT,
     Offsets,
     archive_ahead_of,
     balanced_mix,
@@ -128,7 +129,7 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
     try:
         with stopped_at_exit([]) as processes:
             for point, jitter in zip(kill_points, jitters, strict=True):
-                process = start_consumer(args, endpoints.env(), log)
+                process = start_consumer(args, endpoints.env(**SMALL_LIMIT), log)
                 processes.append(process)
                 target = max(point, killed_at[-1] + 1 if killed_at else 1)
 
@@ -149,7 +150,7 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
                 assert kill(process, signal.SIGKILL) == -signal.SIGKILL
                 killed_at.append(offsets.total())
             assert killed_at == sorted(killed_at) and killed_at[-1] < total, (killed_at, total)
-            final = start_consumer(args, endpoints.env(), log)
+            final = start_consumer(args, endpoints.env(**SMALL_LIMIT), log)
             processes.append(final)
             assert final.wait(timeout=150) == 0, tail(log)
         assert offsets.committed() == ends
@@ -187,7 +188,9 @@ def test_elasticsearch_outage_is_waited_out_without_committing(
     es_down = False
     try:
         with stopped_at_exit([]) as processes:
-            process = start_consumer(streaming_args(names, archive, "--instance-id", "outage-1"), endpoints.env(), log)
+            process = start_consumer(
+                streaming_args(names, archive, "--instance-id", "outage-1"), endpoints.env(**SMALL_LIMIT), log
+            )
             processes.append(process)
             wait_for(lambda: offsets.total() == len(first), 90, f"first half committed (log {log})")
 
@@ -249,7 +252,10 @@ def test_flood_of_malformed_messages_is_dead_lettered_with_reasons(
 
     archive, summary = tmp_path / "archive", tmp_path / "summary.json"
     result = run_cli(
-        "consumer.consumer", consumer_args(names, archive, "--summary-json", str(summary)), endpoints.env(), timeout=180
+        "consumer.consumer",
+        consumer_args(names, archive, "--summary-json", str(summary)),
+        endpoints.env(**SMALL_LIMIT),
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -318,7 +324,9 @@ def test_survivor_takes_over_a_killed_members_partitions(
     first, second = messages[:3_000], messages[3_000:]
     ends = send(bootstrap, names["topic"], first, partitions=4)
 
-    env = endpoints.env(BP_KAFKA_BOOTSTRAP=bootstrap, BP_SESSION_TIMEOUT_MS="6000", BP_MAX_POLL_INTERVAL_MS="10000")
+    env = endpoints.env(
+        BP_KAFKA_BOOTSTRAP=bootstrap, BP_SESSION_TIMEOUT_MS="6000", BP_MAX_POLL_INTERVAL_MS="10000", **SMALL_LIMIT
+    )
     archive = tmp_path / "archive"
     logs = {member: tmp_path / f"{member}.log" for member in ("doomed", "survivor")}
     offsets = Offsets(bootstrap, names["group"], names["topic"])

@@ -270,3 +270,13 @@ def test_removed_feature_is_named_in_the_message() -> None:
     metadata = good_metadata() | {"feature_names": [n for n in FEATURE_NAMES if n != "systolic_dev"]}
     with pytest.raises(ModelError, match="systolic_dev"):
         check_artifact_metadata(metadata, sklearn_version=SK, joblib_version=JL)
+
+
+def test_date_only_reading_has_no_hour_so_night_weight_is_the_daily_mean() -> None:
+    weights = (1.0,) * 5 + (0.9, 0.6, 0.2) + (0.0,) * 13 + (0.1, 0.4, 0.8)  # the table, written out
+    midnight = datetime(2024, 3, 1, tzinfo=UTC)
+    timed = PatientHistory().observe(Reading("p", midnight, 120.0, 80.0))
+    dated = PatientHistory().observe(Reading("p", midnight, 120.0, 80.0, effective_precision="day"))
+    column = FEATURE_NAMES.index("night_weight")
+    assert timed[column] == 1.0  # 00:00 is deep night
+    assert dated[column] == pytest.approx(sum(weights) / 24)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bp.fhir
-from bp.fhir import MAX_MESSAGE_BYTES, RejectReason, build_observation, parse_message
+from bp.fhir import DEFAULT_MAX_MESSAGE_BYTES, Parsed, ParseLimits, RejectReason, build_observation
+from bp.fhir import parse_message as parse_with_limits
 from bp.reading import Reading, Rejected
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
-LIMIT = 65_536  # the documented message size limit
+LIMIT = 65_536  # a small size limit for the tests (the default is 8 MiB)
+SMALL = ParseLimits(max_bytes=LIMIT)
+RECEIVED_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z, the arrival time the tests' records carry
+
+
+def parse_message(message: bytes) -> Parsed | Rejected:
+    """The parser with a 64 KiB limit and a fixed arrival time (2026-01-01T00:00Z)."""
+    return parse_with_limits(message, received_ms=RECEIVED_MS, limits=SMALL)
+
 
 ALL_REASONS = {
     "too_large",
@@ -39,6 +48,8 @@ ALL_REASONS = {
     "not_bp_panel",
     "missing_component",
     "duplicate_component",
+    "duplicate_key",
+    "no_bp_reading",
     "bad_value",
     "unknown_unit",
     "implausible",
@@ -113,10 +124,12 @@ P01 = timezone(timedelta(hours=1))
 EFFECTIVE = datetime(2024, 3, 1, 8, 15, 30, tzinfo=P01)
 
 
-def only(result: tuple[Reading, ...] | Rejected) -> Reading:
-    assert not isinstance(result, Rejected), result
-    assert len(result) == 1
-    return result[0]
+def only(result: Parsed | Rejected) -> Reading:
+    assert isinstance(result, Parsed), result
+    assert len(result.entries) == 1
+    _, reading = result.entries[0]
+    assert isinstance(reading, Reading), reading
+    return reading
 
 
 def test_round_trip_through_build_observation() -> None:
@@ -204,8 +217,8 @@ def test_hand_written_observation() -> None:
         ),
         pytest.param(
             obs(effectiveDateTime="2012-09-17"),
-            Reading("p-001", datetime(2012, 9, 17, tzinfo=UTC), 120.0, 80.0, "obs-1"),
-            id="date-only-is-midnight-utc",
+            Reading("p-001", datetime(2012, 9, 17, tzinfo=UTC), 120.0, 80.0, "obs-1", effective_precision="day"),
+            id="date-only-is-midnight-utc-precision-day",
         ),
         pytest.param(
             obs(subject={"reference": "https://fhir.example.org/r4/Patient/p-001"}),
@@ -261,22 +274,17 @@ def test_bundle_of_three_gives_three_readings_in_order() -> None:
         bundle_type="transaction",
     )
     result = parse_message(raw(message))
-    assert result == (
-        Reading("p-001", EFFECTIVE, 110.0, 70.0, "a"),
-        Reading("p-002", EFFECTIVE, 150.0, 95.0, "b"),
-        Reading("p-001", datetime(2024, 3, 2, 9, tzinfo=UTC), 95.0, 58.0, "c"),
+    assert result == Parsed(
+        (
+            (0, Reading("p-001", EFFECTIVE, 110.0, 70.0, "a")),
+            (1, Reading("p-002", EFFECTIVE, 150.0, 95.0, "b")),
+            (2, Reading("p-001", datetime(2024, 3, 2, 9, tzinfo=UTC), 95.0, 58.0, "c")),
+        ),
+        skipped=0,
     )
 
 
-@pytest.mark.parametrize("bundle_type", ["collection", "batch", "transaction"])
-def test_accepted_bundle_types(bundle_type: str) -> None:
-    result = parse_message(raw(bundle(obs(), bundle_type=bundle_type)))
-    assert not isinstance(result, Rejected)
-    assert len(result) == 1
-
-
 def test_message_of_exactly_the_limit_is_accepted() -> None:
-    assert MAX_MESSAGE_BYTES == LIMIT
     message = padded_to(LIMIT)
     assert len(message) == LIMIT
     assert only(parse_message(message)).systolic == 120.0
@@ -294,6 +302,7 @@ def test_official_hl7_r4_example() -> None:
         systolic=107.0,
         diastolic=60.0,
         observation_id="blood-pressure",
+        effective_precision="day",
     )
 
 
@@ -400,7 +409,7 @@ REJECTED: list[Any] = [
     pytest.param(raw(with_quantity(value=300, comparator=">", code="mm[Hg]")), "bad_value", id="comparator"),
     # units
     pytest.param(raw(with_quantity(value=120, code="cm[H2O]")), "unknown_unit", id="cmH2O"),
-    pytest.param(raw(with_quantity(value=120, unit="mmhg")), "unknown_unit", id="lowercase-mmhg"),
+    pytest.param(raw(with_quantity(value=120, unit="mm")), "unknown_unit", id="mm-without-mercury"),
     pytest.param(raw(with_quantity(value=120)), "unknown_unit", id="no-unit"),
     pytest.param(raw(with_quantity(value=120, code="mm[Hg]", unit="kPa")), "unknown_unit", id="code-vs-unit"),
     pytest.param(
@@ -435,7 +444,24 @@ REJECTED: list[Any] = [
     pytest.param(raw(obs(subject={"reference": "Patient/"})), "missing_subject", id="no-patient-id"),
     pytest.param(raw(obs(subject={"reference": "Group/g1"})), "missing_subject", id="group"),
     pytest.param(raw(obs(subject={"reference": "urn:uuid:0b7d4d5e-9a61-2c8f"})), "missing_subject", id="urn-uuid"),
-    pytest.param(raw(obs(subject={"identifier": {"value": "MRN1"}})), "missing_subject", id="identifier-only"),
+    pytest.param(raw(obs(subject={"identifier": {"system": "urn:mrn"}})), "missing_subject", id="identifier-no-value"),
+    pytest.param(raw(obs(subject={"display": "Amy Shaw"})), "missing_subject", id="display-only"),
+    pytest.param(
+        raw(obs(subject={"reference": "urn:uuid:0b7d4d5e-9a61-4c8f-8e2a-2c8f7e4b1d00", "type": "Group"})),
+        "missing_subject",
+        id="typed-group",
+    ),
+    pytest.param(raw(obs(subject={"reference": "#p1"})), "missing_subject", id="contained-missing"),
+    pytest.param(
+        raw(obs(subject={"reference": "#p1"}, contained=[{"resourceType": "Patient", "id": "p1"}])),
+        "missing_subject",
+        id="contained-patient-without-identifier",
+    ),
+    pytest.param(
+        raw(obs(subject={"reference": "#d1"}, contained=[{"resourceType": "Device", "id": "d1"}])),
+        "missing_subject",
+        id="contained-device",
+    ),
     pytest.param(raw(obs(subject="Patient/p-001")), "missing_subject", id="subject-string"),
     pytest.param(raw(obs(subject={"reference": 7})), "missing_subject", id="reference-number"),
     # time
@@ -452,17 +478,21 @@ REJECTED: list[Any] = [
     pytest.param(raw(obs(effectiveDateTime="２０２４-03-01")), "bad_time", id="fullwidth-digits"),
     pytest.param(raw(obs(effectiveDateTime=1709277330)), "bad_time", id="epoch-number"),
     pytest.param(raw(obs(effectivePeriod={"start": "2024-03-01T08:15:30Z"})), "bad_time", id="two-effective-x"),
-    pytest.param(
-        raw(obs(effectiveDateTime=None, effectivePeriod={"end": "2024-03-01T08:15:30Z"})),
-        "bad_time",
-        id="period-without-start",
-    ),
+    pytest.param(raw(obs(effectiveDateTime=None, effectivePeriod={})), "bad_time", id="empty-period"),
+    pytest.param(raw(obs(effectiveDateTime=None, effectivePeriod="2024")), "bad_time", id="period-string"),
+    # plausible-time window (arrival 2026-01-01T00:00Z, tolerance 24 h, floor 1900-01-01)
+    pytest.param(raw(obs(effectiveDateTime="2026-01-02T00:00:01Z")), "bad_time", id="future-beyond-24h"),
+    pytest.param(raw(obs(effectiveDateTime="2026-01-03")), "bad_time", id="future-date-only"),
+    pytest.param(raw(obs(effectiveDateTime="1899-12-31T23:59:59Z")), "bad_time", id="before-floor"),
+    pytest.param(raw(obs(effectiveDateTime="1000-06-01")), "bad_time", id="year-1000"),
+    pytest.param(raw(obs(effectiveDateTime="9999-12-31T23:00:00-05:00")), "bad_time", id="year-9999-minus-5h"),
+    pytest.param(raw(obs(effectiveDateTime="0001-01-01T00:00:00+14:00")), "bad_time", id="year-1-plus-14h"),
+    pytest.param(raw(obs(effectiveDateTime="9999-12-31")), "bad_time", id="year-9999-date"),
     pytest.param(raw(obs(effectiveDateTime=None, effectiveInstant="2024-03-01")), "bad_time", id="date-only-instant"),
     # bundles
     pytest.param(raw(bundle()), "empty_bundle", id="empty-bundle"),
     pytest.param(raw({"resourceType": "Bundle", "type": "collection"}), "empty_bundle", id="bundle-no-entry"),
-    pytest.param(raw(bundle(obs(), bundle_type="searchset")), "bad_bundle", id="searchset"),
-    pytest.param(raw(bundle(obs(), bundle_type="history")), "bad_bundle", id="history"),
+    pytest.param(raw(bundle(obs(), bundle_type="transaction-reply")), "bad_bundle", id="unknown-bundle-type"),
     pytest.param(raw({"resourceType": "Bundle", "entry": [{"resource": obs()}]}), "bad_bundle", id="bundle-no-type"),
     pytest.param(
         raw({"resourceType": "Bundle", "type": "batch", "entry": {"resource": obs()}}),
@@ -471,15 +501,54 @@ REJECTED: list[Any] = [
     ),
     pytest.param(
         raw({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "DELETE"}}]}),
-        "bad_bundle",
+        "no_bp_reading",
         id="entry-without-resource",
     ),
     pytest.param(
-        raw(bundle(obs(), {"resourceType": "Patient", "id": "p-001"})),
-        "wrong_resource_type",
-        id="bundle-with-patient",
+        raw(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": obs(), "request": {"method": "DELETE", "url": "Observation/obs-1"}}],
+            }
+        ),
+        "no_bp_reading",
+        id="delete-is-not-a-reading",
     ),
-    pytest.param(raw(bundle(bundle(obs()))), "wrong_resource_type", id="nested-bundle"),
+    pytest.param(
+        raw(
+            bundle(
+                {"resourceType": "Patient", "id": "p-001"},
+                obs(code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}),
+            )
+        ),
+        "no_bp_reading",
+        id="bundle-patient-and-heart-rate",
+    ),
+    pytest.param(raw(bundle(bundle(obs()))), "no_bp_reading", id="nested-bundle"),
+    # repeated keys (FHIR JSON forbids them; last-wins would turn cancelled into final)
+    pytest.param(
+        b'{"resourceType":"Observation","status":"cancelled",' + raw(obs())[1:],
+        "duplicate_key",
+        id="repeated-status-compact",
+    ),
+    pytest.param(
+        json.dumps(obs(), indent=2).replace('"id": "obs-1"', '"id": "obs-0", "id": "obs-1"').encode(),
+        "duplicate_key",
+        id="repeated-id-pretty",
+    ),
+    pytest.param(
+        raw(obs()).replace(b'"code":"mm[Hg]"', b'"code":"mm[Hg]","value":999', 1),
+        "duplicate_key",
+        id="repeated-key-deep-inside",
+    ),
+    pytest.param(
+        json.dumps(obs(note=[{"text": 'a "quoted": colon'}]))
+        .replace('"id": "obs-1"', '"id": "x", "id": "obs-1"')
+        .encode(),
+        "duplicate_key",
+        id="repeated-key-with-quote-colon-in-a-string",
+    ),
 ]
 
 
@@ -506,18 +575,23 @@ def test_deep_nesting_case_really_breaks_stdlib_json() -> None:
         json.loads(NESTED_DEEP)
 
 
-def test_bundle_with_one_bad_entry_rejects_whole_message_naming_the_entry() -> None:
+def test_bundle_with_one_bad_entry_keeps_the_others_and_names_the_entry() -> None:
     message = bundle(obs(id="a"), obs(id="b"), obs(80, 80, id="c"), obs(id="d"))
     result = parse_message(raw(message))
-    assert isinstance(result, Rejected)
-    assert result.reason == "systolic_not_above_diastolic"
-    assert result.detail.startswith("entry[2]")
+    assert isinstance(result, Parsed)
+    assert [entry for entry, _ in result.entries] == [0, 1, 2, 3]
+    assert [r.observation_id for r in result.readings] == ["a", "b", "d"]
+    bad = result.entries[2][1]
+    assert isinstance(bad, Rejected)
+    assert (bad.reason, bad.detail[:9]) == ("systolic_not_above_diastolic", "entry[2]:")
 
 
 def test_bundle_entry_reason_is_the_entrys_reason() -> None:
     result = parse_message(raw(bundle(obs(), obs(status="entered-in-error"))))
-    assert isinstance(result, Rejected)
-    assert (result.reason, result.detail[:8]) == ("bad_status", "entry[1]")
+    assert isinstance(result, Parsed)
+    bad = result.entries[1][1]
+    assert isinstance(bad, Rejected)
+    assert (bad.reason, bad.detail[:8]) == ("bad_status", "entry[1]")
 
 
 def test_details_stay_short_with_huge_untrusted_strings() -> None:
@@ -623,9 +697,13 @@ def _check_result(result: object) -> None:
         assert result.reason in ALL_REASONS
         assert len(result.detail) <= 200
         return
-    assert isinstance(result, tuple)
-    assert result, "an accepted message has at least one reading"
-    for reading in result:
+    assert isinstance(result, Parsed)
+    assert result.entries, "an accepted message has at least one blood-pressure Observation"
+    assert result.skipped >= 0
+    for _, reading in result.entries:
+        if isinstance(reading, Rejected):
+            assert reading.reason in ALL_REASONS
+            continue
         assert isinstance(reading, Reading)
         assert 40.0 <= reading.systolic <= 300.0
         assert 20.0 <= reading.diastolic <= 200.0
@@ -700,3 +778,312 @@ def test_kpa_readings_obey_bounds_after_conversion(systolic_kpa: float, diastoli
     _check_result(result)
     if not isinstance(result, Rejected):
         assert only(result).systolic == pytest.approx(systolic_kpa * 7.50062, abs=0.005)
+
+
+# --- real-world forms (issue 14) --------------------------------------------------------------------------
+
+UUID = "475d72ca-91c7-7211-97e3-f000af33fc04"
+
+
+def _entry(resource: dict[str, Any], full_url: str | None = None, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"resource": resource, **extra}
+    if full_url is not None:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def _bundle_of(*entries: dict[str, Any], bundle_type: str = "transaction") -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": list(entries)}
+
+
+@pytest.mark.parametrize(
+    ("subject", "contained", "expected"),
+    [
+        pytest.param({"reference": "Patient/123"}, None, "123", id="relative"),
+        pytest.param({"reference": "https://fhir.example.org/r4/Patient/123"}, None, "123", id="absolute"),
+        pytest.param({"reference": "http://x/fhir/Patient/123/_history/2"}, None, "123", id="absolute-versioned"),
+        pytest.param({"reference": "Patient/123/_history/2"}, None, "123", id="versioned"),
+        pytest.param({"reference": "Patient/123", "type": "Patient"}, None, "123", id="typed"),
+        pytest.param({"reference": f"urn:uuid:{UUID.upper()}"}, None, UUID, id="urn-uuid-standalone-lowercased"),
+        pytest.param(
+            {"identifier": {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}},
+            None,
+            "urn:oid:1.2.36.146.595.217.0.1|12345",
+            id="identifier-only",
+        ),
+        pytest.param({"identifier": {"value": "MRN-1"}}, None, "|MRN-1", id="identifier-without-system"),
+        pytest.param(
+            {"reference": "#pat"},
+            [
+                {"resourceType": "Device", "id": "dev"},
+                {
+                    "resourceType": "Patient",
+                    "id": "pat",
+                    "identifier": [{"use": "old"}, {"system": "https://mrn.example", "value": "A7"}],
+                },
+            ],
+            "https://mrn.example|A7",
+            id="contained",
+        ),
+    ],
+)
+def test_subject_forms(subject: dict[str, Any], contained: list[Any] | None, expected: str) -> None:
+    assert only(parse_message(raw(obs(subject=subject, contained=contained)))).patient_id == expected
+
+
+def test_urn_uuid_resolves_through_the_bundle_to_the_patient_id() -> None:
+    message = _bundle_of(
+        _entry({"resourceType": "Patient", "id": "pt-77"}, f"urn:uuid:{UUID}"),
+        _entry({"resourceType": "Encounter", "id": "e1"}, "urn:uuid:11111111-2222-4333-8444-555555555555"),
+        _entry(obs(subject={"reference": f"urn:uuid:{UUID}"}), "urn:uuid:aaaaaaaa-2222-4333-8444-555555555555"),
+    )
+    result = parse_message(raw(message))
+    assert isinstance(result, Parsed)
+    assert [(entry, r.patient_id) for entry, r in result.entries if isinstance(r, Reading)] == [(2, "pt-77")]
+    assert result.skipped == 2
+
+
+def test_urn_uuid_of_a_patient_without_id_is_the_uuid() -> None:
+    message = _bundle_of(
+        _entry({"resourceType": "Patient"}, f"urn:uuid:{UUID}"),
+        _entry(obs(subject={"reference": f"urn:uuid:{UUID}"})),
+    )
+    assert only_reading(parse_message(raw(message))).patient_id == UUID
+
+
+def test_urn_uuid_pointing_at_a_non_patient_entry_is_rejected() -> None:
+    message = _bundle_of(
+        _entry({"resourceType": "Group", "id": "g"}, f"urn:uuid:{UUID}"),
+        _entry(obs(subject={"reference": f"urn:uuid:{UUID}"})),
+    )
+    result = parse_message(raw(message))
+    assert isinstance(result, Parsed)
+    assert isinstance(result.entries[0][1], Rejected)
+    assert result.entries[0][1].reason == "missing_subject"
+
+
+def only_reading(result: Parsed | Rejected) -> Reading:
+    assert isinstance(result, Parsed), result
+    readings = result.readings
+    assert len(readings) == 1, result
+    return readings[0]
+
+
+@pytest.mark.parametrize(
+    "bundle_type",
+    [
+        "collection",
+        "transaction",
+        "batch",
+        "searchset",
+        "document",
+        "message",
+        "history",
+        "transaction-response",
+        "batch-response",
+    ],
+)
+def test_every_bundle_type_yields_its_bp_readings_and_counts_the_rest(bundle_type: str) -> None:
+    heart_rate = obs(code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]})
+    message = _bundle_of(
+        _entry({"resourceType": "MessageHeader", "id": "m"}),
+        _entry({"resourceType": "Patient", "id": "p-001"}, "urn:uuid:" + UUID),
+        _entry(heart_rate),
+        _entry(obs(id="bp-1")),
+        {"response": {"status": "201 Created", "location": "Observation/9/_history/1"}},
+        _entry(obs(id="bp-2"), request={"method": "DELETE", "url": "Observation/bp-2"}),
+        bundle_type=bundle_type,
+    )
+    result = parse_message(raw(message))
+    assert isinstance(result, Parsed)
+    assert [(entry, r.observation_id) for entry, r in result.entries if isinstance(r, Reading)] == [(3, "bp-1")]
+    assert result.skipped == 5
+
+
+def test_identical_repeated_component_is_accepted_conflicting_is_not() -> None:
+    twice = obs(component=[_component("8480-6", 120), _component("8462-4", 80), _component("8462-4", 80)])
+    assert only(parse_message(raw(twice))).diastolic == 80.0
+    same_in_kpa = obs(component=[_component("8480-6", 120), _component("8462-4", 80), _component("8462-4", 80)])
+    same_in_kpa["component"][2]["valueQuantity"] = {"value": 80, "unit": "mm Hg"}
+    assert only(parse_message(raw(same_in_kpa))).diastolic == 80.0
+    conflicting = obs(component=[_component("8480-6", 120), _component("8462-4", 80), _component("8462-4", 82)])
+    result = parse_message(raw(conflicting))
+    assert isinstance(result, Rejected)
+    assert result.reason == "duplicate_component"
+
+
+@pytest.mark.parametrize(
+    "system", ["http://loinc.org", "urn:oid:2.16.840.1.113883.6.1", "https://loinc.org", "http://loinc.org/"]
+)
+def test_loinc_by_url_or_oid(system: str) -> None:
+    resource = obs(code={"coding": [{"system": system, "code": "85354-9"}]})
+    for component in resource["component"]:
+        component["code"]["coding"][0]["system"] = system
+    assert only(parse_message(raw(resource))).systolic == 120.0
+
+
+def test_period_end_when_there_is_no_start() -> None:
+    resource = obs(effectiveDateTime=None, effectivePeriod={"end": "2024-03-01T07:15:30Z"})
+    assert only(parse_message(raw(resource))).effective == datetime(2024, 3, 1, 7, 15, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        ("mmHg", 121.0),
+        ("mm Hg", 121.0),
+        ("mmhg", 121.0),
+        ("MMHG", 121.0),
+        ("mm(Hg)", 121.0),
+        ("mm of Hg", 121.0),
+        ("mm  of mercury", 121.0),
+        ("millimeter of mercury", 121.0),
+        ("Millimeters of mercury", 121.0),
+        ("millimetres of mercury", 121.0),
+        ("kilopascal", 907.58),  # 121 kPa: the conversion happens, then the bounds reject it below
+    ],
+)
+def test_unit_spellings_without_a_code(unit: str, expected: float) -> None:
+    result = parse_message(raw(with_quantity(value=121, unit=unit)))
+    if expected > 300:
+        assert isinstance(result, Rejected)
+        assert (result.reason, "907.58" in result.detail) == ("implausible", True)
+    else:
+        assert only(result).systolic == expected
+
+
+def test_ucum_oid_system_and_kpa_spelling() -> None:
+    resource = obs()
+    resource["component"][0]["valueQuantity"] = {
+        "value": 16,
+        "unit": "kilopascals",
+        "system": "urn:oid:2.16.840.1.113883.6.8",
+        "code": "kPa",
+    }
+    assert only(parse_message(raw(resource))).systolic == 120.01
+
+
+def test_extras_of_real_profiles_are_fine() -> None:
+    resource = obs(
+        meta={"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-blood-pressure|6.1.0"]},
+        extension=[
+            {"url": "http://hl7.org/fhir/StructureDefinition/observation-bodyPosition", "valueCodeableConcept": {}}
+        ],
+        contained=[{"resourceType": "Device", "id": "cuff"}],
+        text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">BP "x": 120/80</div>'},
+    )
+    resource["code"]["coding"].insert(0, {"system": "http://snomed.info/sct", "code": "75367002"})
+    assert only(parse_message(json.dumps(resource, indent=2).encode())).systolic == 120.0
+
+
+def test_date_only_keeps_day_precision_full_time_keeps_seconds() -> None:
+    assert only(parse_message(raw(obs(effectiveDateTime="2024-03-01")))).effective_precision == "day"
+    assert only(parse_message(raw(obs()))).effective_precision == "second"
+
+
+# --- plausible time window ---------------------------------------------------------------------------------
+
+
+def test_future_tolerance_is_measured_from_arrival() -> None:
+    at_edge = raw(obs(effectiveDateTime="2026-01-02T00:00:00Z"))  # arrival 2026-01-01T00:00Z + 24 h exactly
+    assert only(parse_message(at_edge)).effective == datetime(2026, 1, 2, tzinfo=UTC)
+    later_arrival = parse_with_limits(
+        raw(obs(effectiveDateTime="2026-01-02T00:00:01Z")), received_ms=RECEIVED_MS + 1000
+    )
+    assert isinstance(later_arrival, Parsed)
+    tight = ParseLimits(future_tolerance_s=60.0)
+    result = parse_with_limits(
+        raw(obs(effectiveDateTime="2026-01-01T00:01:01Z")), received_ms=RECEIVED_MS, limits=tight
+    )
+    assert isinstance(result, Rejected)
+    assert result.reason == "bad_time"
+
+
+def test_floor_is_a_setting() -> None:
+    old = raw(obs(effectiveDateTime="1950-06-01T10:00:00Z"))
+    assert isinstance(parse_with_limits(old, received_ms=RECEIVED_MS), Parsed)
+    result = parse_with_limits(old, received_ms=RECEIVED_MS, limits=ParseLimits(floor=date(2000, 1, 1)))
+    assert isinstance(result, Rejected)
+    assert result.reason == "bad_time"
+    assert "2000-01-01" in result.detail
+
+
+def test_without_arrival_time_only_floor_and_calendar_apply() -> None:
+    assert isinstance(parse_with_limits(raw(obs(effectiveDateTime="2999-01-01T00:00:00Z"))), Parsed)
+    result = parse_with_limits(raw(obs(effectiveDateTime="9999-12-31T23:00:00-05:00")))
+    assert isinstance(result, Rejected)
+    assert result.reason == "bad_time"
+
+
+@PROPERTY
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+    st.one_of(st.none(), st.integers(min_value=-(2**62), max_value=2**62)),
+)
+def test_any_date_and_offset_never_raises_and_stays_convertible(
+    moment: datetime, offset_min: int, received: int | None
+) -> None:
+    sign = "+" if offset_min >= 0 else "-"
+    text = (
+        moment.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
+        + f"{sign}{abs(offset_min) // 60:02d}:{abs(offset_min) % 60:02d}"
+    )
+    result = parse_with_limits(raw(obs(effectiveDateTime=text)), received_ms=received)
+    if isinstance(result, Parsed):
+        reading = only(result)
+        reading.effective.astimezone(UTC)  # what the archive and the index do: must not overflow
+        assert reading.effective.year >= 1900
+    else:
+        assert result.reason == "bad_time"
+
+
+# --- size limit ---------------------------------------------------------------------------------------------
+
+
+def test_default_size_limit_fits_patient_bundles() -> None:
+    assert DEFAULT_MAX_MESSAGE_BYTES == 8 * 1024 * 1024
+    assert ParseLimits().max_bytes == 8 * 1024 * 1024
+    big = padded_to(LIMIT + 1)
+    assert isinstance(parse_with_limits(big), Parsed)
+    assert isinstance(parse_message(big), Rejected)
+
+
+def test_large_bundle_with_urn_references() -> None:
+    entries: list[dict[str, Any]] = []
+    for n in range(3_000):
+        urn = f"urn:uuid:{n:08x}-0000-4000-8000-000000000000"
+        entries.append(_entry({"resourceType": "Patient", "id": f"p{n}"}, urn))
+        entries.append(_entry(obs(id=f"o{n}", subject={"reference": urn})))
+    result = parse_with_limits(raw(_bundle_of(*entries)), received_ms=RECEIVED_MS)
+    assert isinstance(result, Parsed)
+    assert result.skipped == 3_000
+    assert [r.patient_id for r in result.readings] == [f"p{n}" for n in range(3_000)]
+
+
+# --- duplicate keys: the cheap checks must not hide a repeat, nor invent one ------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(raw(obs()), id="compact"),
+        pytest.param(json.dumps(obs(), indent=2).encode(), id="pretty"),
+        pytest.param(json.dumps(obs(note=[{"text": 'said "x": y'}])).encode(), id="quote-colon-in-a-string"),
+        pytest.param(raw(obs()) + b"\n", id="trailing-newline"),
+    ],
+)
+def test_no_false_duplicate_key(message: bytes) -> None:
+    assert isinstance(parse_message(message), Parsed)
+
+
+@PROPERTY
+@given(json_values, st.text(max_size=5))
+def test_a_repeated_key_anywhere_is_found(value: object, key: str) -> None:
+    document = obs(note=[{"text": "n", "extra": value}])
+    text = raw(document)
+    quoted = orjson.dumps(key)
+    doubled = text.replace(b'"text":"n"', b'"text":"n",' + quoted + b":1," + quoted + b":2", 1)
+    result = parse_message(doubled)
+    assert isinstance(result, Rejected)
+    assert result.reason == "duplicate_key"

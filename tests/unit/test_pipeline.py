@@ -14,7 +14,7 @@ from bp.features import FEATURE_NAMES
 from bp.fhir import build_observation
 from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
 from bp.state import MemoryState
-from consumer.pipeline import Message, Pipeline, decide
+from consumer.pipeline import Message, Pipeline, Tally, decide
 
 T0 = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 SYSTOLIC_COLUMN = FEATURE_NAMES.index("systolic")
@@ -115,3 +115,41 @@ def test_arbitrary_batches_never_raise(values: list[bytes]) -> None:
     offsets = [o.message.offset for o in outcomes]
     assert offsets == sorted(offsets) and set(offsets) == set(range(len(values)))  # every message decided, in order
     assert all(isinstance(o.decision, Normal | Anomaly | Rejected) for o in outcomes)
+
+
+def _bundle(*resources: dict[str, object]) -> bytes:
+    return orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+
+
+def test_bundle_entries_that_are_not_readings_are_skipped_and_counted() -> None:
+    observation = orjson.loads(raw("p1", 150, 95))
+    bad = orjson.loads(raw("p1", 80, 80, minutes=1))
+    message = Message(_bundle({"resourceType": "Patient", "id": "p1"}, observation, {"resourceType": "Encounter"}, bad))
+    outcomes = Pipeline(model=None).decide_batch([message])
+    assert [(o.entry, type(o.decision).__name__, o.skipped_entries) for o in outcomes] == [
+        (1, "Anomaly", 2),
+        (3, "Rejected", 0),
+    ]
+    tally = Tally()
+    tally.add(outcomes)
+    assert (tally.anomalies, tally.rejected, tally.skipped_entries) == (1, 1, 2)
+
+
+def test_future_window_is_measured_from_the_record_timestamp_or_now() -> None:
+    pipeline = Pipeline(model=None)
+    t0_ms = int(T0.timestamp() * 1000)
+    day_ms = 86_400_000
+    value = raw("p1", 112, 72)  # effective T0
+    later = raw("p1", 112, 72, minutes=10 * 24 * 60)  # effective T0 + 10 days
+    outcomes = pipeline.decide_batch(
+        [
+            Message(value, timestamp_ms=t0_ms - 2 * day_ms),  # sent two days before the reading: bad_time
+            Message(value, timestamp_ms=t0_ms),
+            Message(value, timestamp_ms=None),  # no timestamp: now_ms
+            Message(value, timestamp_ms=0),  # unset: now_ms
+            Message(later, timestamp_ms=253_402_300_800_000),  # year 10000 claimed: now_ms instead
+        ],
+        now_ms=t0_ms + day_ms,
+    )
+    reasons = [o.decision.reason if isinstance(o.decision, Rejected) else "ok" for o in outcomes]
+    assert reasons == ["bad_time", "ok", "ok", "ok", "bad_time"]

@@ -228,3 +228,17 @@ def test_window_counts_and_merge_leaves_original_untouched() -> None:
     assert document["readings"] == 2
     assert document["anomaly_rate"] == 0.5 and document["priority_critical"] == 1
     assert document["anomalies_hypertensive_crisis"] == 1 and document["window_seconds"] == 5.0
+
+
+def test_archive_and_index_keep_the_effective_precision(tmp_path: Path) -> None:
+    from consumer.sinks import anomaly_document, archive_line
+
+    day = Reading("p-1", datetime(2012, 9, 17, tzinfo=UTC), 190.0, 95.0, "o-1", effective_precision="day")
+    normal = Normal(day, "normal", None)
+    outcome = Outcome(Message(b"", topic="t", partition=0, offset=1), 0, normal)
+    assert archive_line(outcome, normal)["effective_precision"] == "day"
+    anomaly = Anomaly(day, "crisis", ("hypertensive_crisis",), ("acc_aha_crisis",), Priority.CRITICAL, None)
+    document = anomaly_document(Outcome(outcome.message, 0, anomaly), anomaly, "rules-only", "2026-01-01T00:00:00Z")
+    assert document["effective_precision"] == "day"
+    timed = Reading("p-1", datetime(2012, 9, 17, 8, tzinfo=UTC), 120.0, 80.0, "o-2")
+    assert archive_line(outcome, Normal(timed, "normal", None))["effective_precision"] == "second"
