@@ -112,9 +112,7 @@ class Browser:
         self.wait_event("Page.loadEventFired", timeout)
 
     def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
-        answer = self.send(
-            "Runtime.evaluate", timeout, expression=expression, awaitPromise=True, returnByValue=True
-        )
+        answer = self.send("Runtime.evaluate", timeout, expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in answer:
             raise BrowserError(f"evaluation failed: {answer['exceptionDetails']}")
         return answer["result"].get("value")

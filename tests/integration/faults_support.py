@@ -8,6 +8,7 @@ The expectations here are written from the documented contract, never by calling
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import os
 import random
@@ -199,26 +200,26 @@ def _mutations() -> list[tuple[str, str | None, Callable[[random.Random, int], b
     def swap_to_heart_rate(obs: dict[str, Any]) -> None:
         _component(obs, 1)["code"]["coding"][0]["code"] = "8867-4"
 
-    def two_systolic(obs: dict[str, Any]) -> None:
-        _component(obs, 1)["code"]["coding"][0]["code"] = "8480-6"
+    def two_systolic(obs: dict[str, Any]) -> None:  # a repeat with the same value would be accepted
+        repeat = copy.deepcopy(_component(obs, 0))
+        repeat["valueQuantity"]["value"] += 10
+        obs["component"].append(repeat)
 
     def bundle(kind: str) -> Callable[[random.Random, int], bytes]:
         def build(rng: random.Random, n: int) -> bytes:
             good = _observation(rng, n)
-            if kind == "searchset":
-                return _dumps({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": good}]})
+            if kind == "unknown-type":
+                return _dumps({"resourceType": "Bundle", "type": "searchsets", "entry": [{"resource": good}]})
             if kind == "empty":
                 return _dumps({"resourceType": "Bundle", "type": "collection", "entry": []})
+            patient = {"resourceType": "Patient", "id": "p1"}
             if kind == "patient-entry":
-                entry = {"resourceType": "Patient", "id": "p1"}
-                return _dumps(
-                    {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": good}, {"resource": entry}]}
-                )
+                return _dumps({"resourceType": "Bundle", "type": "batch", "entry": [{"resource": patient}]})
             if kind == "entry-without-resource":
                 return _dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"fullUrl": "x"}]})
-            bad = _observation(rng, n + 1, systolic=-120)  # one implausible entry rejects the whole Bundle
+            bad = _observation(rng, n + 1, systolic=-120)  # its only reading is implausible
             return _dumps(
-                {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": good}, {"resource": bad}]}
+                {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient}, {"resource": bad}]}
             )
 
         return build
@@ -279,7 +280,7 @@ def _mutations() -> list[tuple[str, str | None, Callable[[random.Random, int], b
          obs_with(lambda o: o["code"]["coding"][0].update(system="http://snomed.info/sct"))),
         ("code is a list", "not_bp_panel", obs_with(lambda o: o.update(code=[o["code"]]))),
         ("diastolic coded as heart rate", "missing_component", obs_with(swap_to_heart_rate)),
-        ("two systolic components", "duplicate_component", obs_with(two_systolic)),
+        ("two conflicting systolic components", "duplicate_component", obs_with(two_systolic)),
         ("component is an object", "missing_component", obs_with(lambda o: o.update(component={"a": 1}))),
         ("status missing", "bad_status", obs_with(drop("status"))),
         ("status empty", "bad_status", obs_with(lambda o: o.update(status=""))),
@@ -303,11 +304,11 @@ def _mutations() -> list[tuple[str, str | None, Callable[[random.Random, int], b
         ("id with spaces", "bad_id", obs_with(lambda o: o.update(id="not a fhir id"))),
         ("other resource type", "wrong_resource_type", other_resource),
         ("resourceType missing", "wrong_resource_type", obs_with(drop("resourceType"))),
-        ("Bundle searchset", "bad_bundle", bundle("searchset")),
+        ("Bundle of an unknown type", "bad_bundle", bundle("unknown-type")),
         ("Bundle empty", "empty_bundle", bundle("empty")),
-        ("Bundle with a Patient entry", "wrong_resource_type", bundle("patient-entry")),
-        ("Bundle entry without resource", "bad_bundle", bundle("entry-without-resource")),
-        ("Bundle with one implausible entry", "implausible", bundle("bad-entry")),
+        ("Bundle of a Patient only", "no_bp_reading", bundle("patient-entry")),
+        ("Bundle entry without resource", "no_bp_reading", bundle("entry-without-resource")),
+        ("Bundle whose only reading is implausible", "implausible", bundle("bad-entry")),
         ("invalid UTF-8 inside a string", "not_utf8", invalid_utf8_in_string),
         ("byte-order mark", "not_json", bom),
         ("lone surrogate escape", "not_json", lone_surrogate),
