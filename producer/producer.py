@@ -44,6 +44,7 @@ log = logging.getLogger("bp.producer")
 
 PROGRESS_EVERY_S = 5.0
 DEFAULT_INTERVAL_S = 900.0  # per-patient measurement interval when publishing as fast as possible
+DEFAULT_RATE = 5.0  # readings/s of a live run without --rate
 
 
 @dataclass
@@ -121,13 +122,14 @@ def profile_mix(text: str) -> dict[str, float]:
 def paced(
     items: Iterator[SimReading],
     rate: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> Iterator[SimReading]:
     """Yield items at ``rate`` per second overall (0 = as fast as possible), without drift."""
     if rate <= 0:
         yield from items
         return
+    clock, sleep = clock or time.monotonic, sleep or time.sleep  # looked up now: tests may replace them
     start = clock()
     for index, item in enumerate(items):
         delay = start + index / rate - clock()
@@ -140,8 +142,8 @@ def make_cohort(args: argparse.Namespace) -> Cohort:
     start = args.start or datetime.now(UTC).replace(microsecond=0)
     if args.interval is not None:
         interval_s = args.interval
-    elif args.rate > 0:
-        interval_s = args.patients / args.rate  # simulated time then follows the wall clock
+    elif simulated_rate(args) > 0:
+        interval_s = args.patients / simulated_rate(args)  # simulated time then follows the wall clock
     else:
         interval_s = DEFAULT_INTERVAL_S
     return Cohort(
@@ -155,9 +157,21 @@ def make_cohort(args: argparse.Namespace) -> Cohort:
     )
 
 
+def simulated_rate(args: argparse.Namespace) -> float:
+    """The rate the simulated clock follows: ``--rate``, else the live default (a dry run shows the same data)."""
+    return DEFAULT_RATE if args.rate is None else float(args.rate)
+
+
+def pacing_rate(args: argparse.Namespace) -> float:
+    """Readings per wall-clock second: ``--rate`` if given; else the live default, or no pacing for a dry run."""
+    if args.rate is None:
+        return 0.0 if args.dry_run else DEFAULT_RATE
+    return float(args.rate)
+
+
 def readings_to_send(args: argparse.Namespace) -> Iterator[SimReading]:
-    """The simulated readings of this run: ``--count`` of them (0 = endless), at ``--rate``."""
-    return paced(islice(make_cohort(args).readings(), args.count or None), args.rate)
+    """The simulated readings of this run: ``--count`` of them (0 = endless), at the pacing rate."""
+    return paced(islice(make_cohort(args).readings(), args.count or None), pacing_rate(args))
 
 
 def run_dry(args: argparse.Namespace, out: IO[bytes], stop: StopFlag, truth: IO[bytes] | None = None) -> Stats:
@@ -269,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compression", help="lz4 | gzip | zstd | none (env BP_COMPRESSION; default lz4)")
     parser.add_argument("--patients", type=positive_int, default=50, help="cohort size (default 50)")
     parser.add_argument(
-        "--rate", type=non_negative_float, default=5.0, help="readings/s overall; 0 = as fast as possible (default 5)"
+        "--rate",
+        type=non_negative_float,
+        default=None,
+        help=f"readings/s overall; 0 = as fast as possible (default {DEFAULT_RATE:g}; a --dry-run without --rate "
+        "is not paced)",
     )
     parser.add_argument(
         "--count", type=non_negative_int, default=0, help="readings to publish; 0 = forever (default 0)"
@@ -367,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings.topic,
                 args.seed,
                 args.patients,
-                args.rate or "max",
+                pacing_rate(args) or "max",
                 args.count or "unbounded",
             )
             stats = run_kafka(args, settings, stop)

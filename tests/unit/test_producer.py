@@ -6,13 +6,14 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from producer.producer import build_parser, paced, run_dry
+from producer.producer import build_parser, paced, pacing_rate, readings_to_send, run_dry, simulated_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "2026-02-01T06:00:00+01:00"
@@ -133,3 +134,28 @@ def test_dry_run_truth_file_joins_on_observation_id(tmp_path: Path) -> None:
         assert truth["significant"] in (True, False)
         assert "episode" not in json.dumps(obs)
     assert any(t["episode_id"] for t in truths)  # 30 episodes per patient-month: some in 400 readings
+
+
+@pytest.mark.parametrize(
+    ("flags", "pacing", "simulated"),
+    [
+        (["--dry-run"], 0.0, 5.0),  # a dry run without --rate is not paced, and shows the live default's data
+        (["--dry-run", "--rate", "20"], 20.0, 20.0),
+        (["--dry-run", "--rate", "0"], 0.0, 0.0),
+        ([], 5.0, 5.0),  # live: the default rate paces
+        (["--rate", "0"], 0.0, 0.0),
+    ],
+)
+def test_a_dry_run_is_paced_only_when_asked(flags: list[str], pacing: float, simulated: float) -> None:
+    args = build_parser().parse_args(flags)
+    assert pacing_rate(args) == pacing
+    assert simulated_rate(args) == simulated
+
+
+def test_a_dry_run_without_rate_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s")
+
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    args = build_parser().parse_args(["--dry-run", "--count", "50", "--seed", "1", "--start", START])
+    assert len(list(readings_to_send(args))) == 50
