@@ -15,6 +15,7 @@ from bench import report
 from bench.context import PARTITIONS, POLL_S, Bench, cleanup_consumer, consumer_summary
 from bench.presets import Preset
 from bench.processes import rss_mib
+from bp.archive import FILE_GLOB
 from bp.errors import BenchError
 from runtime.waits import wait_until
 
@@ -24,7 +25,7 @@ ARCHIVE_POLL_S = 0.05
 def tail_archive(root: Path, positions: dict[Path, int], seen: dict[tuple[int, int], float]) -> None:
     """Read lines appended to the archive since the last call; stamp each (partition, offset) when first seen."""
     now = time.time()
-    for path in root.glob("*/*.jsonl"):
+    for path in root.glob(FILE_GLOB):
         start = positions.get(path, 0)
         try:
             with path.open("rb") as handle:

@@ -35,6 +35,7 @@ HYPOTENSION = "hypotension"
 HYPERTENSION = "hypertension"
 HYPERTENSIVE_CRISIS = "hypertensive_crisis"
 MODEL_RISK = "model_risk"
+ANOMALY_TYPES = (HYPOTENSION, HYPERTENSION, HYPERTENSIVE_CRISIS, MODEL_RISK)
 
 # Plausibility bounds in mmHg, inclusive. Outside: rejected as implausible.
 SYSTOLIC_BOUNDS = (40.0, 300.0)

@@ -75,6 +75,7 @@ from itertools import islice
 
 from faker import Faker
 
+from bp.clinical import DIASTOLIC_BOUNDS, SYSTOLIC_BOUNDS
 from bp.reading import Reading
 
 
@@ -214,8 +215,8 @@ EXPECTED_CATEGORY_SHARES: dict[str, tuple[float, float]] = {
 }
 
 # Plausibility limits (mmHg) the simulator never leaves; same as bp.clinical's bounds.
-_SYS_MIN, _SYS_MAX = 40, 300
-_DIA_MIN, _DIA_MAX = 20, 200
+_SYS_MIN, _SYS_MAX = map(int, SYSTOLIC_BOUNDS)  # the rejection bounds of bp.clinical: never simulate beyond
+_DIA_MIN, _DIA_MAX = map(int, DIASTOLIC_BOUNDS)
 _MIN_PULSE_PRESSURE = 11
 
 _AR_PHI = 0.85

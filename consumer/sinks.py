@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from bp import archive
+from bp.clinical import ANOMALY_TYPES
 from bp.errors import ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Reading, Rejected
 from consumer.pipeline import Message, Outcome, Tally
@@ -58,7 +60,7 @@ class ArchiveLine:
 
 
 class NormalArchive:
-    """Appends normal readings as JSON Lines: ``<dir>/<YYYY-MM-DD>/<topic>.p<partition>.jsonl``.
+    """Appends normal readings as JSON Lines in the layout of :mod:`bp.archive` (``<day>/<topic>.p<n>.jsonl``).
 
     Files are split by the reading's day (UTC) and source partition. Within one file, lines are appended in
     (offset, entry) order and every batch is flushed and fsynced before the loop commits, so the last line of a
@@ -78,9 +80,7 @@ class NormalArchive:
         key = (topic, partition, day_number)
         path = self._paths.get(key)
         if path is None:
-            day = reading.effective.astimezone(UTC).date().isoformat()
-            safe_topic = topic.replace("/", "_") or "stdin"
-            path = self._paths[key] = self.root / day / f"{safe_topic}.p{partition}.jsonl"
+            path = self._paths[key] = archive.file_path(self.root, reading.effective, topic, partition)
         return path
 
     def forget(self) -> None:
@@ -383,10 +383,7 @@ class Window:
             "anomalies": tally.anomalies,
             "rejected": tally.rejected,
             "anomaly_rate": round(tally.anomalies / decided, 6) if decided else 0.0,
-            "anomalies_hypotension": tally.by_type["hypotension"],
-            "anomalies_hypertension": tally.by_type["hypertension"],
-            "anomalies_hypertensive_crisis": tally.by_type["hypertensive_crisis"],
-            "anomalies_model_risk": tally.by_type["model_risk"],
+            **{f"anomalies_{kind}": tally.by_type[kind] for kind in ANOMALY_TYPES},
             "priority_critical": tally.by_priority["critical"],
             "priority_high": tally.by_priority["high"],
             "priority_medium": tally.by_priority["medium"],

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bp.archive import LAYOUT
 from infra.standin import StandIn, StandInError, free_port, real_endpoints_configured
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +144,7 @@ def print_summary(
         lines.append(f"  priority {name:<18}{priorities.get(name, 0):>6}")
     lines.append(f"  actionable (critical + high) {actionable}")
     lines.append(f"rejected (dead letters) {summary['rejected']:>7}   {summary['rejected_by_reason']}")
-    lines.append(f"archive                {archive.relative_to(ROOT)}/<day>/<topic>.p<partition>.jsonl")
+    lines.append(f"archive                {archive.relative_to(ROOT)}/{LAYOUT}")
     index = env.get("BP_INDEX", "bp-anomalies")
     if real_endpoints_configured():
         lines.append(f"query the index        curl -s '{env['BP_ES_URL']}/{index}/_search?q=priority:critical&size=5'")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from bp.archive import FILE_GLOB
 from bp.errors import ConfigError
 from consumer.report.model import ArchiveSummary
 
@@ -23,7 +24,7 @@ def scan_archive(root: Path) -> ArchiveSummary:
         summary.exists = False
         return summary
     next_progress = time.monotonic() + PROGRESS_EVERY_S
-    for path in sorted(root.glob("*/*.jsonl")):
+    for path in sorted(root.glob(FILE_GLOB)):
         if not path.is_file():
             continue
         summary.files += 1

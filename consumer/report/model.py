@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bp.clinical import HYPERTENSION, HYPERTENSIVE_CRISIS, HYPOTENSION, MODEL_RISK, Category
+from bp.clinical import Category
 from bp.dashboard import PANELS
 from bp.reading import Priority
 
@@ -20,7 +20,6 @@ MAX_TIME_BUCKETS = 60
 MAX_VALUE_BINS = 40
 SCHEMA_VERSION = 1
 
-ANOMALY_TYPES = (HYPOTENSION, HYPERTENSION, HYPERTENSIVE_CRISIS, MODEL_RISK)
 PRIORITIES = tuple(priority.value for priority in Priority)  # critical, high, medium
 CATEGORIES = tuple(category.value for category in Category)
 

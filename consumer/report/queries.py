@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from bp.clinical import Category
+from bp.clinical import ANOMALY_TYPES, Category
 from bp.errors import EndpointError
 from bp.reading import Priority
 from consumer.report.model import (
-    ANOMALY_TYPES,
     CATEGORIES,
     LATEST_ALERTS,
     PRIORITIES,
