@@ -30,7 +30,7 @@ train: $(STAMP)  ## (re)train the risk model and regenerate the committed model 
 demo: $(STAMP) $(MODEL)  ## bounded end-to-end run against the stand-in (or BP_* endpoints): summary + report
 	$(PY) -m infra.demo
 
-lint: $(STAMP)  ## ruff + mypy (strict on bp/)
+lint: $(STAMP)  ## ruff + mypy (strict on bp/ and runtime/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime
 

@@ -215,7 +215,7 @@ EXPECTED_CATEGORY_SHARES: dict[str, tuple[float, float]] = {
 }
 
 # Plausibility limits (mmHg) the simulator never leaves; same as bp.clinical's bounds.
-_SYS_MIN, _SYS_MAX = map(int, SYSTOLIC_BOUNDS)  # the rejection bounds of bp.clinical: never simulate beyond
+_SYS_MIN, _SYS_MAX = map(int, SYSTOLIC_BOUNDS)
 _DIA_MIN, _DIA_MAX = map(int, DIASTOLIC_BOUNDS)
 _MIN_PULSE_PRESSURE = 11
 

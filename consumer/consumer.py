@@ -16,7 +16,6 @@ from pathlib import Path
 
 import orjson
 
-from bp.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.settings import Settings, load_settings
 from consumer.batch import Totals
@@ -27,6 +26,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.scoring import load_model
 from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive, ensure_template
+from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
 
 __all__ = ["main", "make_es", "run"]  # make_es: consumer.report imports it from here
 

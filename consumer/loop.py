@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bp.cli import StopFlag
 from bp.errors import SinkError
 from bp.reading import Anomaly, Rejected
 from bp.settings import Settings
@@ -32,6 +31,7 @@ from consumer.sinks import (
     anomaly_document,
     document_id,
 )
+from runtime.cli import StopFlag
 
 log = logging.getLogger("bp.consumer")
 

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import joblib
 import numpy as np
 
 from bp.errors import ConfigError
+from runtime.files import atomic_write
 
 PREDICTION_COLUMNS = (
     "patient_id",
@@ -61,17 +62,6 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
         "oof_predictions": output.with_suffix(".oof.csv"),
         "card": output.with_suffix(".card.md"),
     }
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via a temporary file in the same directory, then os.replace (readers never see a partial file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -23,7 +23,12 @@ from typing import IO, Any
 
 import orjson
 
-from bp.cli import (
+from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Cohort, Schedule, SimReading, parse_profile_mix
+from bp.errors import BpError, ConfigError, EndpointError
+from bp.fhir import CONTENT_TYPE, build_observation
+from bp.kafka_config import admin_kwargs, producer_kwargs
+from bp.settings import Settings, load_settings
+from runtime.cli import (
     StopFlag,
     aware_datetime,
     configure_logging,
@@ -34,11 +39,6 @@ from bp.cli import (
     positive_int,
     tune_gc,
 )
-from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Cohort, Schedule, SimReading, parse_profile_mix
-from bp.errors import BpError, ConfigError, EndpointError
-from bp.fhir import CONTENT_TYPE, build_observation
-from bp.kafka_config import admin_kwargs, producer_kwargs
-from bp.settings import Settings, load_settings
 
 log = logging.getLogger("bp.producer")
 

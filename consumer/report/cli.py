@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bp.cli import configure_logging, error_exit
 from bp.errors import BpError, ConfigError
 from bp.settings import Settings, load_settings
 from consumer.report.archive import scan_archive
 from consumer.report.model import Report, Sources, public_url
 from consumer.report.queries import query_anomalies, query_stats
 from consumer.report.render import rate_text, render_html
+from runtime.cli import configure_logging, error_exit
+from runtime.files import atomic_write_text
 
 log = logging.getLogger("bp.report")
 
@@ -51,23 +51,12 @@ def consistency_notes(report: Report) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- output
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+def write_report(path: Path, text: str) -> None:
+    """The page, written atomically (a reader never sees half a report)."""
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a directory; give a file name")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise ConfigError(f"--output {path} is a directory; give a file name")
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
     except OSError as exc:
         raise BpError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
 
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output.is_dir():  # checked again when writing; fail before the queries if it is wrong already
             raise ConfigError(f"--output {args.output} is a directory; give a file name")
         report = build_report(settings)
-        write_atomic(args.output, render_html(report))
+        write_report(args.output, render_html(report))
     except BpError as exc:
         return error_exit("report", exc)
     except KeyboardInterrupt:

@@ -17,7 +17,6 @@ import orjson
 import pytest
 from kafka.structs import TopicPartition
 
-from bp.cli import StopFlag
 from bp.errors import SinkError
 from bp.fhir import build_observation
 from bp.reading import Reading
@@ -27,6 +26,7 @@ from consumer.commit import CommitProtocol
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.pipeline import Message, Pipeline
 from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive
+from runtime.cli import StopFlag
 
 TOPIC = "bp"
 T0 = datetime(2026, 6, 1, 8, tzinfo=UTC)

@@ -18,7 +18,7 @@ from bp.dashboard import PANELS
 from bp.errors import ConfigError
 from consumer.report import model
 from consumer.report.archive import scan_archive
-from consumer.report.cli import write_atomic
+from consumer.report.cli import write_report
 from consumer.report.model import (
     AnomalySummary,
     ArchiveSummary,
@@ -129,15 +129,15 @@ def test_scan_archive_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- output
 def test_write_atomic_creates_parents_and_replaces(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "report.html"
-    write_atomic(target, "one")
-    write_atomic(target, "two")
+    write_report(target, "one")
+    write_report(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]
 
 
 def test_write_atomic_refuses_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
-        write_atomic(tmp_path, "x")
+        write_report(tmp_path, "x")
 
 
 # ------------------------------------------------------------------------------------------------- HTML

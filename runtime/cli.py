@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the entry points: argparse value types and logging set-up.
+"""Process plumbing shared by the command-line entry points: argparse value types, logging set-up, the stop flag
+(SIGINT/SIGTERM), garbage-collector tuning and the error-to-exit-code mapping.
 
 The value types raise ``argparse.ArgumentTypeError``, so a bad flag gets argparse's usage error (exit 2).
 """
