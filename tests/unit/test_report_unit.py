@@ -127,15 +127,7 @@ def test_scan_archive_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- output
-def test_write_atomic_creates_parents_and_replaces(tmp_path: Path) -> None:
-    target = tmp_path / "a" / "b" / "report.html"
-    write_report(target, "one")
-    write_report(target, "two")
-    assert target.read_text() == "two"
-    assert [p.name for p in target.parent.iterdir()] == ["report.html"]
-
-
-def test_write_atomic_refuses_a_directory(tmp_path: Path) -> None:
+def test_write_report_refuses_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         write_report(tmp_path, "x")
 
