@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -22,6 +22,40 @@ PARTITIONS = 6
 POLL_S = 0.1  # committed-offset polling while timing the consumer
 
 
+class KafkaAdmin(Protocol):
+    """The admin calls the benchmark makes (``kafka.KafkaAdminClient``)."""
+
+    def create_topics(self, new_topics: list[Any]) -> Any: ...
+    def list_topics(self) -> list[str]: ...
+    def delete_topics(self, topics: list[str]) -> Any: ...
+    def list_group_offsets(self, group_id: str) -> dict[str, dict[Any, Any]]: ...
+
+
+class MetadataProbe(Protocol):
+    """A group-less ``kafka.KafkaConsumer`` used for metadata and end offsets only (it never polls)."""
+
+    def topics(self) -> set[str]: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
+
+
+class EsIndices(Protocol):
+    def delete(self, *, index: str, ignore_unavailable: bool) -> Any: ...
+    def delete_index_template(self, *, name: str) -> Any: ...
+    def refresh(self, *, index: str) -> Any: ...
+
+
+class EsClient(Protocol):
+    """The Elasticsearch calls the benchmark makes (``elasticsearch.Elasticsearch`` has them)."""
+
+    @property
+    def indices(self) -> EsIndices: ...
+    @property
+    def search(self) -> Callable[..., Any]: ...
+    @property
+    def info(self) -> Callable[..., Any]: ...
+
+
 @dataclass
 class Bench:
     """Endpoints, clients and the children of one benchmark run."""
@@ -32,9 +66,9 @@ class Bench:
     run_id: str
     work: Path
     children: Children
-    admin: Any
-    es: Any
-    probe: Any  # a group-less KafkaConsumer used only for metadata and end offsets (never polls)
+    admin: KafkaAdmin
+    es: EsClient
+    probe: MetadataProbe
     classifier: dict[str, Any]
 
     def name(self, *parts: object) -> str:

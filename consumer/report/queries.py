@@ -7,9 +7,9 @@ stats, sum); the time range comes from size-1 searches sorted on the date, the b
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bp.clinical import ANOMALY_TYPES, Category
 from bp.errors import EndpointError
@@ -31,6 +31,20 @@ from consumer.report.model import (
 )
 
 log = logging.getLogger("bp.report")
+
+
+class Indices(Protocol):
+    def exists(self, *, index: str) -> Any: ...
+    def refresh(self, *, index: str) -> Any: ...
+
+
+class SearchClient(Protocol):
+    """What the report needs of an Elasticsearch client (``elasticsearch.Elasticsearch`` has it; so can a fake)."""
+
+    @property
+    def indices(self) -> Indices: ...
+    @property
+    def search(self) -> Callable[..., Any]: ...
 
 CRITICAL_QUERY: dict[str, Any] = {"term": {"priority": Priority.CRITICAL.value}}
 # Kibana: priority : "critical" or category : "hypertensive_crisis"
@@ -54,7 +68,7 @@ ALERT_FIELDS = (
 )
 
 
-def _call(what: str, function: Any, **kwargs: Any) -> Any:
+def _call(what: str, function: Callable[..., Any], **kwargs: Any) -> Any:
     """One Elasticsearch request; failures become one readable EndpointError."""
     from elastic_transport import TransportError
     from elasticsearch import ApiError
@@ -67,7 +81,7 @@ def _call(what: str, function: Any, **kwargs: Any) -> Any:
         raise EndpointError(f"Elasticsearch failed during the {what} query: {type(exc).__name__}: {exc}") from None
 
 
-def _exists(es: Any, index: str) -> bool:
+def _exists(es: SearchClient, index: str) -> bool:
     """Whether the index exists; if it does, refresh it so that every acknowledged document is counted."""
     from elasticsearch import ApiError
 
@@ -81,7 +95,7 @@ def _exists(es: Any, index: str) -> bool:
 
 
 def _edge_time(
-    es: Any, index: str, field_name: str, order: str, query: dict[str, Any] | None = None
+    es: SearchClient, index: str, field_name: str, order: str, query: dict[str, Any] | None = None
 ) -> datetime | None:
     """The first or last value of a date field (min/max aggregations on dates are not available everywhere)."""
     result = _call(
@@ -113,7 +127,7 @@ def _total(result: Mapping[str, Any]) -> int:
     return int(total["value"] if isinstance(total, Mapping) else total)
 
 
-def query_anomalies(es: Any, index: str) -> AnomalySummary:
+def query_anomalies(es: SearchClient, index: str) -> AnomalySummary:
     """Counts, distributions, time series and the latest critical alerts of the anomaly index."""
     if not _exists(es, index):
         return AnomalySummary(exists=False)
@@ -205,7 +219,7 @@ def _sum(aggregations: Mapping[str, Any], name: str) -> int:
     return round(aggregations[name].get("value") or 0)
 
 
-def query_stats(es: Any, index: str) -> StatsSummary:
+def query_stats(es: SearchClient, index: str) -> StatsSummary:
     """Totals over the statistics windows and the anomaly rate per bucket of ``window_end``."""
     if not _exists(es, index):
         return StatsSummary(exists=False)
