@@ -543,6 +543,11 @@ REJECTED: list[Any] = [
         id="repeated-key-deep-inside",
     ),
     pytest.param(
+        raw(obs(extension=[{'q"': 1}])).replace(b'{"q\\"":1}', b'{"q\\"":1,"q\\"":2}'),
+        "duplicate_key",
+        id="repeated-key-ending-in-an-escaped-quote",
+    ),
+    pytest.param(
         json.dumps(obs(note=[{"text": 'a "quoted": colon'}]))
         .replace('"id": "obs-1"', '"id": "x", "id": "obs-1"')
         .encode(),
@@ -1071,6 +1076,8 @@ def test_large_bundle_with_urn_references() -> None:
         pytest.param(json.dumps(obs(), indent=2).encode(), id="pretty"),
         pytest.param(json.dumps(obs(note=[{"text": 'said "x": y'}])).encode(), id="quote-colon-in-a-string"),
         pytest.param(raw(obs()) + b"\n", id="trailing-newline"),
+        pytest.param(raw(obs(extension=[{'quote"': 1, "back\\": 2}])), id="keys-ending-in-quote-or-backslash"),
+        pytest.param(raw(obs(n=2)).replace(b'"n":2', b'"n":1180591620717411303424'), id="integer-beyond-64-bits"),
     ],
 )
 def test_no_false_duplicate_key(message: bytes) -> None:

@@ -153,3 +153,25 @@ def test_future_window_is_measured_from_the_record_timestamp_or_now() -> None:
     )
     reasons = [o.decision.reason if isinstance(o.decision, Rejected) else "ok" for o in outcomes]
     assert reasons == ["bad_time", "ok", "ok", "ok", "bad_time"]
+
+
+def test_skipped_entries_reach_the_batch_counts_the_summary_and_the_metrics() -> None:
+    from consumer.batch import Totals, sort_batch
+    from consumer.metrics import Metrics
+
+    observation = orjson.loads(raw("p1", 112, 72))
+    bundle = _bundle({"resourceType": "Patient", "id": "p1"}, {"resourceType": "Encounter"}, observation)
+    messages = [Message(bundle, offset=0), Message(raw("p2", 118, 76), offset=1)]
+    batch = sort_batch(
+        messages,
+        Pipeline(model=None).decide_batch(messages),
+        archive_line=lambda outcome, normal: outcome,  # type: ignore[arg-type,return-value]
+        anomaly_document=lambda outcome, anomaly: outcome,  # type: ignore[arg-type,return-value]
+    )
+    assert (batch.counts.normal, batch.counts.skipped_entries) == (2, 2)
+    totals = Totals()
+    totals.counts.merge(batch.counts)
+    assert totals.summary()["skipped_entries"] == 2
+    metrics = Metrics()
+    metrics.record_batch(batch.counts, 0.01)
+    assert metrics.registry.get_sample_value("bp_skipped_entries_total") == 2.0
