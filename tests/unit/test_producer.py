@@ -13,20 +13,21 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from producer.producer import build_parser, paced, pacing_rate, readings_to_send, run_dry, simulated_rate
+from producer.options import parse_run
+from producer.producer import paced, readings_to_send, run_dry
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "2026-02-01T06:00:00+01:00"
 
 
 def dry_run(*flags: str) -> list[bytes]:
-    args = build_parser().parse_args(["--dry-run", "--rate", "0", "--start", START, *flags])
+    run, _ = parse_run(["--dry-run", "--rate", "0", "--start", START, *flags])
     out = io.BytesIO()
 
     class Never:
         stopped = False
 
-    run_dry(args, out, Never())  # type: ignore[arg-type]
+    run_dry(run, out, Never())  # type: ignore[arg-type]
     return out.getvalue().splitlines()
 
 
@@ -147,9 +148,9 @@ def test_dry_run_truth_file_joins_on_observation_id(tmp_path: Path) -> None:
     ],
 )
 def test_a_dry_run_is_paced_only_when_asked(flags: list[str], pacing: float, simulated: float) -> None:
-    args = build_parser().parse_args(flags)
-    assert pacing_rate(args) == pacing
-    assert simulated_rate(args) == simulated
+    run, _ = parse_run(flags)
+    assert run.pacing_rate == pacing
+    assert run.simulated_rate == simulated
 
 
 def test_a_dry_run_without_rate_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,5 +158,5 @@ def test_a_dry_run_without_rate_never_sleeps(monkeypatch: pytest.MonkeyPatch) ->
         raise AssertionError(f"slept {seconds} s")
 
     monkeypatch.setattr(time, "sleep", no_sleep)
-    args = build_parser().parse_args(["--dry-run", "--count", "50", "--seed", "1", "--start", START])
-    assert len(list(readings_to_send(args))) == 50
+    run, _ = parse_run(["--dry-run", "--count", "50", "--seed", "1", "--start", START])
+    assert len(list(readings_to_send(run))) == 50
