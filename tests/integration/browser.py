@@ -33,6 +33,41 @@ FLAGS = (
 )
 
 
+SATURATED = 60  # max(r, g, b) - min(r, g, b) above this: a coloured pixel, not grey text or white
+
+CHARTS = f"""
+(async () => {{
+  const charts = [];
+  for (const figure of document.querySelectorAll("figure.chart")) {{
+    const img = figure.querySelector("img");
+    let decoded = true;
+    try {{ await img.decode(); }} catch (error) {{ decoded = false; }}
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    let coloured = 0;
+    if (decoded && canvas.width && canvas.height) {{
+      const context = canvas.getContext("2d");
+      context.fillStyle = "#ffffff";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.drawImage(img, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      for (let i = 0; i < pixels.length; i += 4) {{
+        const r = pixels[i], g = pixels[i + 1], b = pixels[i + 2];
+        if (Math.max(r, g, b) - Math.min(r, g, b) > {SATURATED}) coloured++;
+      }}
+    }}
+    charts.push({{
+      panel: figure.closest("[data-panel]").dataset.panel,
+      decoded, width: img.naturalWidth, height: img.naturalHeight, shown: img.getBoundingClientRect().width,
+      coloured, hasData: figure.dataset.hasData,
+    }});
+  }}
+  return charts;
+}})()
+"""
+
+
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

@@ -22,6 +22,7 @@ from elasticsearch import helpers
 
 from consumer.sinks import ensure_template
 from infra.standin import free_port
+from tests.integration.browser import CHARTS, chromium, find_chromium
 from tests.integration.conftest import ROOT, Endpoints, run_cli
 
 pytestmark = pytest.mark.integration
@@ -333,6 +334,17 @@ def test_report_numbers_match_the_sources(endpoints: Endpoints, names: dict[str,
         if name == "style" and "url(" in (value or "")
     ]
     assert all("url(#" in value for value in inline_style_urls if value), inline_style_urls
+
+
+    # In a real browser, when one is installed: no console errors, and every chart draws data.
+    executable = find_chromium()
+    if executable is not None:
+        with chromium(executable, tmp_path / "chromium-profile") as browser:
+            browser.load(output)
+            charts = browser.evaluate(CHARTS)
+            assert browser.problems() == []
+        assert len(charts) == 6
+        assert all(c["decoded"] and c["hasData"] == "true" and c["coloured"] > 200 for c in charts), charts
 
 
 def test_missing_indices_and_archive_give_an_empty_report(

@@ -28,46 +28,11 @@ from consumer.report.model import (
     time_series,
 )
 from consumer.report.render import render_html
-from tests.integration.browser import Browser, chromium, find_chromium
+from tests.integration.browser import CHARTS, Browser, chromium, find_chromium
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = find_chromium()
-SATURATED = 60  # max(r, g, b) - min(r, g, b) above this: a coloured pixel, not grey text or white
-
-CHARTS = f"""
-(async () => {{
-  const charts = [];
-  for (const figure of document.querySelectorAll("figure.chart")) {{
-    const img = figure.querySelector("img");
-    let decoded = true;
-    try {{ await img.decode(); }} catch (error) {{ decoded = false; }}
-    const canvas = document.createElement("canvas");
-    canvas.width = img.naturalWidth;
-    canvas.height = img.naturalHeight;
-    let coloured = 0;
-    if (decoded && canvas.width && canvas.height) {{
-      const context = canvas.getContext("2d");
-      context.fillStyle = "#ffffff";
-      context.fillRect(0, 0, canvas.width, canvas.height);
-      context.drawImage(img, 0, 0);
-      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
-      for (let i = 0; i < pixels.length; i += 4) {{
-        const r = pixels[i], g = pixels[i + 1], b = pixels[i + 2];
-        if (Math.max(r, g, b) - Math.min(r, g, b) > {SATURATED}) coloured++;
-      }}
-    }}
-    charts.push({{
-      panel: figure.closest("[data-panel]").dataset.panel,
-      decoded, width: img.naturalWidth, height: img.naturalHeight, shown: img.getBoundingClientRect().width,
-      coloured, hasData: figure.dataset.hasData,
-    }});
-  }}
-  return charts;
-}})()
-"""
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if CHROMIUM is None:
