@@ -14,9 +14,9 @@ has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic < `
   included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
   crisis-range reading whose model risk is >= ``threshold`` opens at once (the model confirms it). A lone
   reading never opens an alert when ``confirm_k`` >= 2: cuff artefacts are single readings.
-- **Severity**: critical when the opening (or a later) hit is in crisis range and confirmed (a second crisis-range
-  reading among the recent ones, or risk >= threshold); else high. An open alert whose severity rises is
-  **escalated** (one event).
+- **Severity**: critical when the opening (or a later) hit is in crisis range and confirmed (a second
+  crisis-range reading among the recent ones, or risk >= threshold; with ``confirm_k`` = 1 no confirmation);
+  else high. An open alert whose severity rises is **escalated** (one event).
 - **Update**: later hits of the kind update the open alert (hits, worst values, last hit); no new alert opens.
 - **Resolve** after ``resolve_readings`` consecutive readings without a hit of the kind, at least
   ``resolve_minutes`` after the last hit.
@@ -267,7 +267,8 @@ def step(
         return EMPTY, ()  # the hot path: recent readings that were no hits cannot confirm anything
     window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
     confirmed_crisis = now.crisis and (
-        (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.threshold)
+        policy.confirm_k == 1  # a policy that confirms nothing does not confirm a crisis either
+        or (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.threshold)
         or sum(m.crisis for m in window) >= 2
     )
     events: list[AlertEvent] = []

@@ -53,6 +53,18 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sustained_diastolic_dev",
     "night_weight",
     "warmup",
+    "systolic_below_90",
+    "diastolic_below_60",
+    "systolic_above_180",
+    "diastolic_above_120",
+    "systolic_drop_beyond_20",
+    "systolic_rise_beyond_20",
+    "diastolic_drop_beyond_12",
+    "diastolic_rise_beyond_12",
+    "sustained_systolic_drop",
+    "log_minutes_since_previous",
+    "same_session",
+    "recent_systolic_delta_abs",
 )
 """Feature order of :meth:`PatientHistory.observe` rows (mmHg unless stated).
 
@@ -64,6 +76,17 @@ FEATURE_NAMES: tuple[str, ...] = (
   both deviate in the same direction, else 0): high in an episode that builds, low on an isolated spike.
 - night_weight: 0 (day) to 1 (deep night), the weight of the expected nocturnal dip.
 - warmup: readings seen before this one / WARMUP_READINGS, capped at 1 (0 for a patient's first reading).
+- Hinges, so that a linear model can learn that both tails are bad: systolic_below_90 = max(0, 90 - systolic),
+  diastolic_below_60 = max(0, 60 - diastolic), systolic_above_180 = max(0, systolic - 180),
+  diastolic_above_120 = max(0, diastolic - 120) (the seed rules' and ACC/AHA's cut-points), and their
+  deviation analogues systolic_drop_beyond_20 = max(0, -systolic_dev - 20), systolic_rise_beyond_20 =
+  max(0, systolic_dev - 20), diastolic_drop/rise_beyond_12 likewise with 12 mmHg.
+- sustained_systolic_drop: sustained_systolic_dev when both deviations are negative (else 0): the direction.
+- Cadence: log_minutes_since_previous = ln(1 + minutes since the patient's latest earlier reading, the state
+  entry's last event time) (0 for the first; 0.7 for a home pair a minute apart, 2.8 at 15 min, 6.6 at 12 h);
+  same_session = 1 when that reading is at most SAME_SESSION_MINUTES old (a confirming re-measurement);
+  recent_systolic_delta_abs = systolic_delta_abs when it is at most RECENT_MINUTES old, else 0 (a change over
+  half a day says less than one over 15 minutes).
 """
 
 BASELINE_ALPHA = 0.02
@@ -72,6 +95,8 @@ CLIP_AFTER = 5
 CLIP_SYSTOLIC = 10.0
 CLIP_DIASTOLIC = 7.0
 WARMUP_READINGS = 50
+SAME_SESSION_MINUTES = 10.0
+RECENT_MINUTES = 60.0
 
 # Night weight by local hour of the reading: expected nocturnal dip is EXPECTED_DIP x weight.
 NIGHT_WEIGHT_BY_HOUR: tuple[float, ...] = (
@@ -91,7 +116,7 @@ def night_weight(reading: Reading) -> float:
     return NIGHT_WEIGHT_BY_HOUR[reading.effective.hour]
 
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 RETRAIN_HINT = "retrain with `python -m ml.train_model`"
 
 
@@ -136,6 +161,20 @@ def _sustained(dev: float, prev: float) -> float:
     return min(abs(dev), abs(prev))
 
 
+def _hinges(s: float, d: float, dev_s: float, dev_d: float) -> tuple[float, ...]:
+    """The tail hinges of FEATURE_NAMES, in order (absolute cut-points, then deviation margins)."""
+    return (
+        max(0.0, 90.0 - s),
+        max(0.0, 60.0 - d),
+        max(0.0, s - 180.0),
+        max(0.0, d - 120.0),
+        max(0.0, -dev_s - 20.0),
+        max(0.0, dev_s - 20.0),
+        max(0.0, -dev_d - 12.0),
+        max(0.0, dev_d - 12.0),
+    )
+
+
 class PatientHistory:
     """Per-patient rolling state for feature computation: a view over one partition's :class:`KeyedState`."""
 
@@ -165,6 +204,7 @@ class PatientHistory:
             return (
                 s, d, d + (s - d) / 3.0, s - d, base_s, base_d,
                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, w, 0.0,
+                *_hinges(s, d, 0.0, 0.0), 0.0, 0.0, 0.0, 0.0,
             )  # fmt: skip
         st = PatientState.from_bytes(previous.value)
         base_s = st.base_s
@@ -174,6 +214,8 @@ class PatientHistory:
         delta_s = s - st.prev_s
         delta_d = d - st.prev_d
         seen = st.seen
+        gap_min = max(at - previous.last_time, 0.0) / 60.0
+        sustained_s = _sustained(dev_s, st.prev_dev_s)
         features = (
             s,
             d,
@@ -188,10 +230,15 @@ class PatientHistory:
             delta_s,
             delta_d,
             abs(delta_s),
-            _sustained(dev_s, st.prev_dev_s),
+            sustained_s,
             _sustained(dev_d, st.prev_dev_d),
             w,
             min(seen / WARMUP_READINGS, 1.0),
+            *_hinges(s, d, dev_s, dev_d),
+            sustained_s if dev_s < 0.0 else 0.0,
+            math.log1p(gap_min),
+            1.0 if gap_min <= SAME_SESSION_MINUTES else 0.0,
+            abs(delta_s) if gap_min <= RECENT_MINUTES else 0.0,
         )
         # Update: running mean while warming up, then EWMA; clipped once the baseline has settled.
         alpha = max(1.0 / (seen + 1), BASELINE_ALPHA)

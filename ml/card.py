@@ -8,29 +8,13 @@ from typing import Any
 
 import jinja2
 
+from bp.alerts import AlertPolicy
+from ml.alert_evaluation import unmet
+from ml.episodes import DEFINITIONS, KINDS
 from ml.evaluation import metrics_table
-from ml.selection import FALSE_ALERT_BUDGET, THRESHOLD_RULE
+from ml.selection import RECALL_GOALS
 
 TEMPLATES = Path(__file__).with_name("templates")
-FIRST_VERSION_ACTIONABLE = {"precision": 0.837, "recall": 0.797, "false_alerts_per_1000": 6.9}  # its test run
-RULE_HISTORY = """\
-The threshold rule was **revised after the first held-out evaluation missed the recall goal**. The first version
-fitted on 60 % of the patients and chose the threshold on a single 20 % validation split as "the highest
-threshold at which actionable recall (overall) >= rules' recall + 0.01 on validation". Its default run
-(400 patients, 7 days, seed 42) gave threshold 0.26 and, on the test patients:
-
-| method | precision | recall | F1 | false alerts /1000 |
-|---|---|---|---|---|
-| Rules only | 0.074 | 0.872 | 0.136 | 485.3 |
-| Actionable (critical + high) | 0.837 | 0.797 | 0.817 | 6.9 |
-
-Recall by episode type, rules / actionable: crisis 1.000 / 0.977, acute hypotension 0.972 / 0.616, sharp rise
-0.666 / 0.812. On validation the actionable recall matched the rules', on test it fell short, mostly on acute
-hypotension: one small validation split was too noisy a basis, and an overall-recall rule lets the model trade
-hypotension episodes (caught by the < 90/60 rule) for sharp rises (missed by the rules). The revision (threshold
-on out-of-fold risks of all non-test patients; the recall rule per episode type with a margin; a false-alert
-budget) was decided from that diagnosis and from out-of-fold results only; the test patients are the same, and
-this card reports the one test evaluation of the revised rule."""
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -39,6 +23,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def _ci(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``value [low, high]`` of a bootstrapped metric."""
+    if metric is None or metric.get("value") is None:
+        return "n/a"
+    if metric.get("low") is None:
+        return _fmt(metric["value"], digits)
+    return f"{metric['value']:.{digits}f} [{metric['low']:.{digits}f}, {metric['high']:.{digits}f}]"
 
 
 def _environment() -> jinja2.Environment:
@@ -52,35 +45,38 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
+    env.filters["ci"] = _ci
     return env
 
 
-def model_card(metadata: Mapping[str, Any], metrics: Mapping[str, Any], selection: Mapping[str, Any]) -> str:
+def goal_summary(alerts: Mapping[str, Any]) -> str:
+    """One paragraph: is the goal met, and which checks fail (CLI output and model card)."""
+    failed = unmet({k: v for k, v in alerts["goal"].items() if k != "met"})
+    verdict = "MET" if alerts["goal"]["met"] else "NOT met"
+    lines = [f"Goal (issue 13, default profile mix, both schedules, held-out seeds): {verdict}."]
+    if failed:
+        lines.append("Checks not met: " + "; ".join(failed) + ".")
+    return " ".join(lines)
+
+
+def model_card(metadata: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """Render the card of one training run."""
-    profiles = metrics["false_alerts_per_1000_by_profile"]
-    per_fold = selection.get("per_fold", [])
-    spreads: dict[str, str] = {}
-    for name in selection.get("targets", {}):
-        diffs = [f["recall"][name]["difference"] for f in per_fold]
-        diffs = [d for d in diffs if d is not None]
-        spreads[name] = f"{min(diffs):+.3f} .. {max(diffs):+.3f}" if diffs else "n/a"
-    reductions = [f["false_alert_reduction"] for f in per_fold if f["false_alert_reduction"]]
+    policy = AlertPolicy.from_dict(metadata["alert_policy"])
     return (
         _environment()
         .get_template("model_card.md.j2")
         .render(
             metadata=metadata,
             params=metadata["params"],
-            metrics=metrics,
-            selection=selection,
-            spreads=spreads,
-            fold_reduction_min=min(reductions, default=None),
-            fold_reduction_max=max(reductions, default=None),
-            noisier=[name for name, row in profiles.items() if row["actionable"] > row["rules"]],
-            first=FIRST_VERSION_ACTIONABLE,
-            rule_history=RULE_HISTORY,
-            threshold_rule=THRESHOLD_RULE,
-            budget_reduction=1 - FALSE_ALERT_BUDGET,
-            metrics_table=metrics_table(metrics),
+            selection=metadata["policy_selection"],
+            policy=policy,
+            policy_doc=AlertPolicy.__doc__ or "",
+            alerts=metrics["alerts"],
+            readings=metrics["readings"],
+            kinds=KINDS,
+            recall_goals=RECALL_GOALS,
+            definitions=DEFINITIONS,
+            goal_summary=goal_summary(metrics["alerts"]),
+            metrics_table=metrics_table(metrics["readings"]),
         )
     )

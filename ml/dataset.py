@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,10 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from bp.clinical import Category, assess
-from bp.cohort import Cohort
+from bp.cohort import Cohort, Schedule, SimReading, parse_profile_mix
 from bp.errors import ConfigError
 from bp.features import FEATURE_NAMES, PatientHistory, feature_matrix
+from bp.reading import Reading
 
 log = logging.getLogger("ml.dataset")
 
@@ -40,16 +42,39 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Simulation:
-    """Which cohort to simulate."""
+    """Which cohort to simulate: every reading with effective time in [SIMULATION_START, + days)."""
 
     patients: int
     days: float
     seed: int
-    interval_minutes: int
+    interval_minutes: int = 15
+    schedule: Schedule = Schedule.AMBULATORY
+    episodes_per_month: float | None = None  # None: the simulator's dense default
+    profile_mix: str = "default"
+    history_reset_day: float | None = None  # feature history lost at this day (a cold start), for evaluation
 
     @property
     def readings_per_patient(self) -> int:
+        """Readings per patient on the ambulatory schedule (the home schedule has at most 4 a day)."""
         return int(self.days * 24 * 60 // self.interval_minutes)
+
+    @property
+    def label(self) -> str:
+        prevalence = "dense" if self.episodes_per_month is None else f"{self.episodes_per_month:g}/patient-month"
+        return f"{self.schedule.value}, {self.profile_mix} mix, {prevalence} prevalence, seed {self.seed}"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "patients": self.patients,
+            "days": self.days,
+            "seed": self.seed,
+            "interval_minutes": self.interval_minutes,
+            "schedule": self.schedule.value,
+            "episodes_per_month": self.episodes_per_month,
+            "profile_mix": self.profile_mix,
+            "history_reset_day": self.history_reset_day,
+            "simulation_start": SIMULATION_START.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +86,12 @@ class Dataset:
     patient: IntArray  # index into patient_ids
     patient_ids: tuple[str, ...]
     profiles: tuple[str, ...]  # per patient
+    schedules: tuple[str, ...]  # per patient
     observation_ids: tuple[str, ...]
+    readings: tuple[Reading, ...]
+    time: FloatArray  # POSIX seconds
     episode: npt.NDArray[np.str_]  # "" outside episodes
+    episode_id: npt.NDArray[np.str_]  # "" outside episodes
     artefact: BoolArray
     systolic: FloatArray
     diastolic: FloatArray
@@ -71,28 +100,76 @@ class Dataset:
     crisis: BoolArray
 
 
-def build_dataset(sim: Simulation) -> Dataset:
-    """Simulate the cohort and compute features in stream order, as the consumer would."""
-    cohort = Cohort(sim.patients, sim.seed, SIMULATION_START, timedelta(minutes=sim.interval_minutes))
-    n = sim.patients * sim.readings_per_patient
-    log.info("simulating %d patients x %d readings (%d readings)", sim.patients, sim.readings_per_patient, n)
+def simulate(sim: Simulation) -> tuple[Cohort, list[SimReading]]:
+    """The cohort and its readings in stream order."""
+    cohort = Cohort(
+        sim.patients,
+        sim.seed,
+        SIMULATION_START,
+        timedelta(minutes=sim.interval_minutes),
+        schedule=sim.schedule,
+        episodes_per_month=sim.episodes_per_month,
+        profile_mix=parse_profile_mix(sim.profile_mix),
+    )
+    end = SIMULATION_START + timedelta(days=sim.days)
+    return cohort, list(takewhile(lambda s: s.reading.effective < end, cohort.readings()))
+
+
+def build_dataset(*sims: Simulation) -> Dataset:
+    """Simulate the cohorts and compute features in stream order, as the consumer would (one history each)."""
+    parts = [_one_dataset(sim) for sim in sims]
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.patient_ids) for p in parts[:-1]])
+    return Dataset(
+        x=np.concatenate([p.x for p in parts]),
+        y=np.concatenate([p.y for p in parts]),
+        patient=np.concatenate([p.patient + off for p, off in zip(parts, offsets, strict=True)]),
+        patient_ids=tuple(i for p in parts for i in p.patient_ids),
+        profiles=tuple(i for p in parts for i in p.profiles),
+        schedules=tuple(i for p in parts for i in p.schedules),
+        observation_ids=tuple(i for p in parts for i in p.observation_ids),
+        readings=tuple(r for p in parts for r in p.readings),
+        time=np.concatenate([p.time for p in parts]),
+        episode=np.concatenate([p.episode for p in parts]),
+        episode_id=np.concatenate([p.episode_id for p in parts]),
+        artefact=np.concatenate([p.artefact for p in parts]),
+        systolic=np.concatenate([p.systolic for p in parts]),
+        diastolic=np.concatenate([p.diastolic for p in parts]),
+        rule=np.concatenate([p.rule for p in parts]),
+        stage2_plus=np.concatenate([p.stage2_plus for p in parts]),
+        crisis=np.concatenate([p.crisis for p in parts]),
+    )
+
+
+def _one_dataset(sim: Simulation) -> Dataset:
     started = time.perf_counter()
-    sims = cohort.take(n)
+    cohort, sims = simulate(sim)
+    n = len(sims)
     index = {p.patient_id: i for i, p in enumerate(cohort.patients)}
-    readings = [s.reading for s in sims]
-    log.info("simulated in %.1f s; computing features", time.perf_counter() - started)
-    started = time.perf_counter()
-    x = feature_matrix(PatientHistory(), readings)
+    readings = tuple(s.reading for s in sims)
+    if sim.history_reset_day is None:
+        x = feature_matrix(PatientHistory(), readings)
+    else:  # a cold start: readings from the reset on see a fresh history
+        reset = SIMULATION_START + timedelta(days=sim.history_reset_day)
+        cut = next((i for i, r in enumerate(readings) if r.effective >= reset), n)
+        x = np.concatenate(
+            [feature_matrix(PatientHistory(), readings[:cut]), feature_matrix(PatientHistory(), readings[cut:])]
+        )
     assessments = [assess(r.systolic, r.diastolic) for r in readings]
-    log.info("features and rule assessments in %.1f s", time.perf_counter() - started)
+    log.info("%s: %d readings of %d patients in %.1f s", sim.label, n, sim.patients, time.perf_counter() - started)
     return Dataset(
         x=x,
         y=np.fromiter((s.truth.significant for s in sims), dtype=np.bool_, count=n),
         patient=np.fromiter((index[r.patient_id] for r in readings), dtype=np.int64, count=n),
         patient_ids=tuple(p.patient_id for p in cohort.patients),
         profiles=tuple(p.profile for p in cohort.patients),
+        schedules=tuple(sim.schedule.value for _ in cohort.patients),
         observation_ids=tuple(r.observation_id or "" for r in readings),
+        readings=readings,
+        time=np.fromiter((r.effective.timestamp() for r in readings), dtype=np.float64, count=n),
         episode=np.array([s.truth.episode or "" for s in sims], dtype=np.str_),
+        episode_id=np.array([s.truth.episode_id or "" for s in sims], dtype=np.str_),
         artefact=np.fromiter((s.truth.artefact for s in sims), dtype=np.bool_, count=n),
         systolic=np.fromiter((r.systolic for r in readings), dtype=np.float64, count=n),
         diastolic=np.fromiter((r.diastolic for r in readings), dtype=np.float64, count=n),

@@ -85,15 +85,16 @@ def evaluate(
             name: 1000.0 * float((flags[name] & negatives).sum()) / float(mask.sum()) for name in METHODS
         }
     crisis_critical = all(p is Priority.CRITICAL for p, c in zip(priorities, crisis.tolist(), strict=True) if c)
-    rules, actionable = methods["rules"], methods["actionable"]
-    per_type = {
-        kind: row["actionable"] >= row["rules"] for kind, row in by_episode.items() if row["actionable"] is not None
-    }
-    reduction = (
-        1.0 - float(actionable["false_alerts_per_1000"]) / float(rules["false_alerts_per_1000"])
-        if rules["false_alerts_per_1000"]
-        else 0.0
-    )
+    calibration: list[dict[str, float | int]] = []
+    if two_classes:
+        bins = np.minimum((risk * 10).astype(np.int64), 9)
+        for b in range(10):
+            mask = bins == b
+            if mask.any():
+                calibration.append(
+                    {"bin": b, "readings": int(mask.sum()), "mean_risk": float(risk[mask].mean()),
+                     "observed": float(y[mask].mean())}
+                )  # fmt: skip
     return {
         "readings": int(y.size),
         "positives": int(y.sum()),
@@ -104,6 +105,7 @@ def evaluate(
             "pr_auc": float(average_precision_score(y, risk)) if two_classes else None,
             "brier": float(brier_score_loss(y, risk)) if y.size else None,
             "brier_constant_base_rate": base_rate * (1.0 - base_rate),
+            "calibration": calibration,
         },
         "recall_by_episode": by_episode,
         "false_alerts_per_1000_by_profile": by_profile,
@@ -111,13 +113,6 @@ def evaluate(
         "artefacts": int(artefact.sum()),
         "crisis_range_readings": int(crisis.sum()),
         "crisis_range_all_critical": crisis_critical,
-        "goal": {
-            "actionable_recall_at_least_rules": float(actionable["recall"]) >= float(rules["recall"]),
-            "false_alert_reduction": reduction,
-            "actionable_recall_at_least_rules_by_episode": per_type,
-            "false_alert_reduction_at_least_30pct": reduction >= 0.30,
-            "met": float(actionable["recall"]) >= float(rules["recall"]) and reduction >= 0.30 and crisis_critical,
-        },
     }
 
 
@@ -149,13 +144,4 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     for kind, row in metrics["recall_by_episode"].items():
         cells = " | ".join(f"{show(row[name]):>19}" for name in METHODS)
         lines.append(f"| {kind:<22} | {row['n']:>5} | {cells} |")
-    goal = metrics["goal"]
-    lower = [kind for kind, ok in goal["actionable_recall_at_least_rules_by_episode"].items() if not ok]
-    lines.append("")
-    lines.append(
-        f"Goal: actionable recall >= rules recall: {goal['actionable_recall_at_least_rules']}; false alerts "
-        f"{goal['false_alert_reduction']:.1%} fewer than rules (need >= 30%); crisis-range readings all critical: "
-        f"{metrics['crisis_range_all_critical']} ({metrics['crisis_range_readings']} readings); goal met: "
-        f"{goal['met']}. Episode types where actionable recall < rules recall: {', '.join(lower) or 'none'}"
-    )
     return "\n".join(lines)

@@ -280,3 +280,47 @@ def test_date_only_reading_has_no_hour_so_night_weight_is_the_daily_mean() -> No
     column = FEATURE_NAMES.index("night_weight")
     assert timed[column] == 1.0  # 00:00 is deep night
     assert dated[column] == pytest.approx(sum(weights) / 24)
+
+
+def test_both_tails_have_hinges() -> None:
+    low = named(PatientHistory().observe(reading("p", 72, 44)))
+    assert (low["systolic_below_90"], low["diastolic_below_60"]) == (18, 16)
+    assert (low["systolic_above_180"], low["diastolic_above_120"]) == (0, 0)
+    high = named(PatientHistory().observe(reading("p", 201, 127)))
+    assert (high["systolic_above_180"], high["diastolic_above_120"]) == (21, 7)
+    assert (high["systolic_below_90"], high["diastolic_below_60"]) == (0, 0)
+    edge = named(PatientHistory().observe(reading("p", 90, 60)))
+    assert edge["systolic_below_90"] == edge["diastolic_below_60"] == 0
+
+
+def test_deviation_hinges_follow_the_deviation() -> None:
+    history = PatientHistory()
+    for k in range(60):
+        history.observe(reading("p", 120, 80, NOON + k * STEP))
+    drop = named(history.observe(reading("p", 85, 55, NOON + 60 * STEP)))
+    assert drop["systolic_drop_beyond_20"] == pytest.approx(-drop["systolic_dev"] - 20)
+    assert drop["diastolic_drop_beyond_12"] == pytest.approx(-drop["diastolic_dev"] - 12)
+    assert drop["systolic_rise_beyond_20"] == drop["diastolic_rise_beyond_12"] == 0
+    again = named(history.observe(reading("p", 84, 54, NOON + 61 * STEP)))
+    assert again["sustained_systolic_drop"] == pytest.approx(again["sustained_systolic_dev"])
+    assert again["sustained_systolic_drop"] > 0
+    rise = named(history.observe(reading("p", 160, 100, NOON + 62 * STEP)))
+    assert rise["systolic_rise_beyond_20"] == pytest.approx(rise["systolic_dev"] - 20)
+    assert rise["sustained_systolic_drop"] == 0
+
+
+@pytest.mark.parametrize(
+    ("gap", "same_session", "recent"),
+    [(timedelta(minutes=1), 1.0, True), (STEP, 0.0, True), (timedelta(hours=12), 0.0, False)],
+)
+def test_cadence_features_know_the_time_since_the_previous_reading(
+    gap: timedelta, same_session: float, recent: bool
+) -> None:
+    history = PatientHistory()
+    first = named(history.observe(reading("p", 120, 80)))
+    assert first["log_minutes_since_previous"] == first["same_session"] == first["recent_systolic_delta_abs"] == 0
+    f = named(history.observe(reading("p", 131, 80, NOON + gap)))
+    assert f["log_minutes_since_previous"] == pytest.approx(math.log1p(gap.total_seconds() / 60))
+    assert f["same_session"] == same_session
+    assert f["recent_systolic_delta_abs"] == (11 if recent else 0)
+    assert f["systolic_delta_abs"] == 11  # the plain change stays, whatever the gap

@@ -20,9 +20,11 @@ from bp.clinical import Category, assess, categorize, is_actionable, prioritize
 from bp.cohort import EpisodeKind
 from bp.errors import ModelError
 from bp.features import FEATURE_NAMES, check_artifact_metadata
-from ml import dataset, selection, train_model
+from ml import dataset, train_model
+from ml import selection as selection_module
 
-TINY = ["--patients", "30", "--days", "2", "--seed", "3", "--quiet"]
+TINY = ["--patients", "30", "--days", "2", "--home-days", "14", "--seed", "3", "--quiet"]
+TINY += ["--eval-seeds", "1", "--eval-patients", "12", "--eval-days", "2"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,15 @@ class Run:
     card: Path
 
     @property
-    def metrics(self) -> dict[str, Any]:
+    def all_metrics(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(self.artifact.with_suffix(".metrics.json").read_text())
         return loaded
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The reading-level metrics (test patients of the training seed)."""
+        readings: dict[str, Any] = self.all_metrics["readings"]
+        return readings
 
     @property
     def sidecar(self) -> dict[str, Any]:
@@ -84,15 +92,15 @@ def test_run_writes_every_output(tiny_run: Run) -> None:
     card = tiny_run.card.read_text()
     assert "Not a medical device" in card
     assert tiny_run.sidecar["model_version"] in card
-    assert "revised after the first held-out evaluation missed the recall goal" in card
-    assert "0.797" in card  # the first version's actionable recall on test stays on record
+    verdict = "MET" if tiny_run.all_metrics["alerts"]["goal"]["met"] else "NOT met"
+    assert f"held-out seeds): {verdict}." in card  # the card's verdict is the computed one
 
 
 def test_same_seed_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Run) -> None:
     again = train(tmp_path, capsys)
     assert again.code == 0
-    assert again.metrics == tiny_run.metrics
-    assert again.sidecar["threshold_selection"] == tiny_run.sidecar["threshold_selection"]
+    assert again.all_metrics == tiny_run.all_metrics
+    assert again.sidecar["policy_selection"] == tiny_run.sidecar["policy_selection"]
     assert again.oof_predictions() == tiny_run.oof_predictions()
     first, second = tiny_run.sidecar, again.sidecar
     for key in ("training_fingerprint", "model_version", "threshold", "splits", "cv_folds", "params"):
@@ -111,7 +119,7 @@ def test_no_patient_in_two_splits(tiny_run: Run) -> None:
     assert set(splits) == {"train", "test"}
     assert all(splits.values())
     assert splits["train"].isdisjoint(splits["test"])
-    assert len(splits["train"]) + len(splits["test"]) == 30
+    assert len(splits["train"]) + len(splits["test"]) == 60  # 30 per schedule
     assert {row["patient_id"] for row in tiny_run.predictions()} == splits["test"]
 
 
@@ -155,10 +163,10 @@ def test_out_of_fold_risk_ignores_the_held_out_labels() -> None:
     x = rng.normal(size=(300, 3))
     y = x[:, 0] + rng.normal(scale=0.5, size=300) > 0.5
     fold = np.repeat(np.arange(3), 100)
-    risk = selection.out_of_fold_risk(x, y, fold)
+    risk = selection_module.out_of_fold_risk(x, y, fold)
     flipped = y.copy()
     flipped[fold == 1] = ~flipped[fold == 1]  # a leak would move fold 1's own risks
-    again = selection.out_of_fold_risk(x, flipped, fold)
+    again = selection_module.out_of_fold_risk(x, flipped, fold)
     assert np.array_equal(risk[fold == 1], again[fold == 1])
     assert not np.array_equal(risk[fold == 0], again[fold == 0])  # the flip does reach the other folds
 
@@ -214,101 +222,53 @@ def test_metrics_file_matches_recomputation_from_predictions(tiny_run: Run) -> N
             assert row["priority"] == "critical"
 
 
-def _rule_check(rows: list[dict[str, str]], threshold: float) -> dict[str, Any]:
-    """The threshold rule, recomputed from saved OOF rows with the clinical functions (not the training code)."""
-    label = np.array([r["label"] == "1" for r in rows])
-    risk = np.array([float(r["risk"]) for r in rows])
-    episode = np.array([r["episode"] for r in rows])
-    pressures = [(float(r["systolic"]), float(r["diastolic"])) for r in rows]
-    rule = np.array([assess(s, d).is_rule_anomaly for s, d in pressures])
-    assert rule.tolist() == [r["rule_flag"] == "1" for r in rows]
-    actionable = np.array(
-        [
-            is_actionable(prioritize(assess(s, d), r, threshold))
-            for (s, d), r in zip(pressures, risk.tolist(), strict=True)
-        ]
-    )
-    groups = {"overall": label} | {kind.value: label & (episode == kind.value) for kind in EpisodeKind}
-    met = {
-        name: actionable[mask].mean() >= min(1.0, rule[mask].mean() + selection.RECALL_MARGIN) - 1e-12
-        for name, mask in groups.items()
-        if mask.any()
-    }
-    budget = selection.FALSE_ALERT_BUDGET * (rule & ~label).sum()
-    return {"recall_met": met, "within_budget": bool((actionable & ~label).sum() <= budget)}
-
-
-def test_threshold_follows_the_stated_rule_on_its_oof_predictions(tiny_run: Run) -> None:
-    rows = tiny_run.oof_predictions()
-    selection = tiny_run.sidecar["threshold_selection"]
-    threshold = tiny_run.sidecar["threshold"]
-    assert selection["threshold"] == threshold
-    risks = sorted({float(r["risk"]) for r in rows})
-    above = min((r for r in risks if r > threshold), default=None)  # the next threshold that alerts fewer
-    below = max((r for r in risks if r < threshold), default=None)  # the next threshold that alerts more
-    at = _rule_check(rows, threshold)
-    assert at["within_budget"]
-    if selection["feasible"]:
-        assert all(at["recall_met"].values()), at
-        assert above is None or not all(_rule_check(rows, above)["recall_met"].values())  # highest such
+def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run) -> None:
+    selection = tiny_run.sidecar["policy_selection"]
+    candidates = selection["candidates"]
+    chosen = selection["chosen"]
+    assert chosen in candidates
+    assert tiny_run.sidecar["alert_policy"] == chosen["policy"]
+    assert tiny_run.sidecar["threshold"] == chosen["policy"]["threshold"]
+    goals = {"hypertensive_crisis": 0.99, "acute_hypotension": 0.98, "sharp_rise": 0.90}  # issue 13
+    for c in candidates:  # each candidate's summary numbers agree with its per-schedule numbers and the goals
+        per = c["by_schedule"].values()
+        slack = min((s["recall"][k] or 0.0) - g for s in per for k, g in goals.items())
+        assert c["recall_slack"] == pytest.approx(slack)
+        assert c["false_alerts_per_patient_week"] == pytest.approx(max(s["false_alerts_per_patient_week"] for s in per))
+        assert c["qualifies"] == (slack >= selection_module.RECALL_MARGIN and c["median_delay_readings"] <= 2)
+    qualifying = [c for c in candidates if c["qualifies"]]
+    assert selection["feasible"] == bool(qualifying)
+    if qualifying:
+        assert chosen["false_alerts_per_patient_week"] == min(c["false_alerts_per_patient_week"] for c in qualifying)
     else:
-        assert not all(at["recall_met"].values())  # truly not satisfiable within the budget here ...
-        assert below is not None and not _rule_check(rows, below)["within_budget"]  # ... nor at any lower one
-    # The recorded OOF outcome matches the recomputation.
-    recorded = selection["out_of_fold"]["recall"]
-    for name, ok in at["recall_met"].items():
-        target = selection["targets"][name]["target_recall"]
-        assert (recorded[name]["actionable"] >= target - 1e-12) == ok, name
+        quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= 0.25]
+        pool = quiet or candidates
+        key = "recall_slack" if quiet else "false_alerts_per_patient_week"
+        best = (max if quiet else min)(c[key] for c in pool)
+        assert chosen[key] == pytest.approx(best)
 
 
-def _choose(y: list[int], risk: list[float], rule: list[int], crisis: list[int], episode: list[str]) -> dict[str, Any]:
-    return selection.choose_threshold(
-        y=np.array(y, dtype=bool),
-        risk=np.array(risk),
-        rule=np.array(rule, dtype=bool),
-        crisis=np.array(crisis, dtype=bool),
-        episode=np.array(episode),
-    )
-
-
-HYPO, RISE, CRISIS = "acute_hypotension", "sharp_rise", "hypertensive_crisis"
-
-
-def test_choose_threshold_takes_the_highest_threshold_meeting_every_type() -> None:
-    # 6 significant readings (3 hypotension, all caught by the rules; 3 sharp rises, none caught) and 14
-    # negatives, 10 of them rule alerts. Hypotension needs all 3 (target min(1, 1 + 0.02)): threshold <= 0.4.
-    # Sharp rise needs 1 of 3 (target 0.02): <= 0.95. Overall needs ceil(0.52 x 6) = 4: <= 0.5 (4th highest).
-    y = [1] * 6 + [0] * 14
-    risk = [0.9, 0.5, 0.4, 0.95, 0.6, 0.1] + [0.3, 0.2] + [0.01] * 12
-    rule = [1, 1, 1, 0, 0, 0] + [1] * 10 + [0] * 4
-    episode = [HYPO] * 3 + [RISE] * 3 + [""] * 14
-    chosen = _choose(y, risk, rule, [0] * 20, episode)
-    assert chosen["feasible"]
-    assert chosen["threshold"] == 0.4
-    assert chosen["targets"][HYPO]["highest_threshold"] == 0.4
-    assert chosen["targets"]["overall"]["highest_threshold"] == 0.5
-    assert chosen["targets"][RISE]["highest_threshold"] == 0.95
-    assert chosen["out_of_fold"]["recall"][HYPO]["actionable"] == 1.0
-    assert chosen["out_of_fold"]["actionable_false_alerts_per_1000"] == 0.0
-
-
-def test_crisis_range_readings_count_as_caught_whatever_the_risk() -> None:
-    y = [1, 1, 0, 0]
-    chosen = _choose(y, [0.01, 0.8, 0.3, 0.1], [1, 1, 1, 1], [1, 0, 0, 0], [CRISIS, CRISIS, "", ""])
-    assert chosen["feasible"]
-    assert chosen["threshold"] == 0.8  # the low-risk crisis reading is critical anyway
-
-
-def test_when_recall_and_budget_cross_the_lowest_threshold_within_budget_is_used() -> None:
-    # Hypotension needs both positives (<= 0.05); the 10 rule false alerts allow 6 actionable false alerts, so
-    # the threshold must stay above the 7th highest negative risk (0.10): the rule cannot hold.
-    y = [1, 1] + [0] * 10
-    risk = [0.9, 0.05, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.07, 0.06]
-    chosen = _choose(y, risk, [1] * 12, [0] * 12, [HYPO, HYPO] + [""] * 10)
-    assert not chosen["feasible"]
-    assert 0.1 < chosen["threshold"] <= 0.15  # just above 0.10: the lowest threshold keeping <= 6 false alerts
-    assert chosen["out_of_fold"]["actionable_false_alerts_per_1000"] == pytest.approx(1000 * 6 / 12)
-    assert chosen["out_of_fold"]["recall"][HYPO]["actionable"] == 0.5
+def test_goal_check_is_computed_from_the_held_out_numbers(tiny_run: Run) -> None:
+    alerts = tiny_run.all_metrics["alerts"]
+    goal = alerts["goal"]
+    for where, block in goal.items():
+        if where == "met":
+            continue
+        model = alerts["scenarios"][f"{where}, dense prevalence"]["policies"]["model"]
+        by_name = {c["check"]: c for c in block["checks"]}
+        for kind, target in {"hypertensive_crisis": 0.99, "acute_hypotension": 0.98, "sharp_rise": 0.90}.items():
+            value = model["recall"][kind]["value"]
+            assert by_name[f"recall {kind}"]["met"] == (value is not None and value >= target)
+        fa = model["false_alerts_per_patient_week"]["value"]
+        assert by_name["false alert episodes per patient-week"]["met"] == (fa is not None and fa <= 0.25)
+        assert block["met"] == all(c["met"] for c in block["checks"])
+    assert goal["met"] == (goal["ambulatory, default mix"]["met"] and goal["home, default mix"]["met"])
+    for scenario in alerts["scenarios"].values():  # every number has its interval, baselines beside the model
+        assert set(scenario["policies"]) <= {"model", "rules_every_anomaly", "rules_confirmed"}
+        assert "model" in scenario["policies"]
+        fa = scenario["policies"]["model"]["false_alerts_per_patient_week"]
+        if fa["value"] is not None:
+            assert fa["low"] <= fa["value"] <= fa["high"]
 
 
 def test_tiny_model_beats_a_constant_predictor(tiny_run: Run) -> None:
