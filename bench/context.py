@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from bench.bare import make_producer
 from bench.processes import Child, Children, cpu_seconds
 from bench.workload import Record
 from bp.errors import BenchError
@@ -112,18 +113,8 @@ class Bench:
 
     def produce(self, topic: str, records: Sequence[Record]) -> float:
         """Pre-produce records (lz4, acks=all, idempotent); returns the seconds it took."""
-        from kafka import KafkaProducer
-
         started = time.monotonic()
-        producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=10,
-            batch_size=128 * 1024,
-            compression_type="lz4",
-            client_id="bench-preproduce",
-        )
+        producer = make_producer(self.bootstrap, "lz4", client_id="bench-preproduce")
         failures: list[BaseException] = []
         headers = [("content-type", b"application/fhir+json")]
         for record in records:
