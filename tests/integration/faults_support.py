@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from bp.archive import topic_glob
 from bp.cohort import Cohort
 from bp.fhir import build_observation
 from bp.reading import Reading
@@ -545,7 +546,7 @@ def last_assignment(log: Path) -> set[int] | None:
 def archive_ahead_of(archive: Path, topic: str, committed: dict[int, int]) -> bool:
     """True when some partition's archive holds a line at or past its committed offset: a batch is written to
     the archive but not committed yet (the moment a crash makes the archive's replay de-duplication matter)."""
-    for path in archive.glob(f"*/{topic}.p*.jsonl"):
+    for path in archive.glob(topic_glob(topic)):
         partition = int(path.name.rsplit(".p", 1)[1].split(".")[0])
         with path.open("rb") as handle:
             size = handle.seek(0, os.SEEK_END)
