@@ -59,3 +59,25 @@ def test_invalid_values_are_one_readable_line(
 def test_compression_none_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BP_COMPRESSION", "none")
     assert load_settings().compression is None
+
+
+def test_parser_limits_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import date
+
+    limits = load_settings().parse_limits
+    assert (limits.max_bytes, limits.future_tolerance_s, limits.floor) == (8 * 1024 * 1024, 86_400.0, date(1900, 1, 1))
+    monkeypatch.setenv("BP_MAX_MESSAGE_BYTES", "65536")
+    monkeypatch.setenv("BP_FUTURE_TOLERANCE_HOURS", "2")
+    monkeypatch.setenv("BP_TIME_FLOOR", "2000-01-01")
+    limits = load_settings().parse_limits
+    assert (limits.max_bytes, limits.future_tolerance_s, limits.floor) == (65_536, 7_200.0, date(2000, 1, 1))
+    assert load_settings(time_floor="1950-06-01").parse_limits.floor == date(1950, 6, 1)
+    for key, bad in (
+        ("BP_TIME_FLOOR", "yesterday"),
+        ("BP_MAX_MESSAGE_BYTES", "10"),
+        ("BP_FUTURE_TOLERANCE_HOURS", "-1"),
+    ):
+        monkeypatch.setenv(key, bad)
+        with pytest.raises(ConfigError, match=key):
+            load_settings()
+        monkeypatch.delenv(key)
