@@ -1094,3 +1094,13 @@ def test_a_repeated_key_anywhere_is_found(value: object, key: str) -> None:
     result = parse_message(doubled)
     assert isinstance(result, Rejected)
     assert result.reason == "duplicate_key"
+
+
+def test_repeated_key_check_too_deep_for_the_standard_library_is_too_deep() -> None:
+    # orjson accepts 1,000 levels; the exact check falls back to json.loads (a string holds `":`), whose
+    # recursion limit is lower: the message is rejected as too deep, never a RecursionError.
+    deep = b'{"resourceType":"Observation","note":"a \\":","x":' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+    deep = deep.replace(b'"note"', b' "note"')  # not compact: the cheap checks cannot decide
+    result = parse_message(deep)
+    assert isinstance(result, Rejected)
+    assert result.reason == "too_deep"
