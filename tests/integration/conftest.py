@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from bp.errors import WaitTimeout
 from infra.standin import StandIn, free_port
+from runtime.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,13 +91,11 @@ def run_cli(
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    """Poll ``predicate`` until it holds (``runtime.waits``); fail with ``what`` after ``timeout`` seconds."""
+    try:
+        wait_until(predicate, timeout, what, interval)
+    except WaitTimeout:
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
