@@ -355,7 +355,11 @@ def _window(received_ms: int | None, limits: ParseLimits) -> tuple[float, float]
     if received_ms is None:
         return limits.earliest_s, _LATEST_S
     latest = received_ms / 1000.0 + limits.future_tolerance_s
-    return limits.earliest_s, min(max(latest, _EARLIEST_S), _LATEST_S)
+    if latest > _LATEST_S:
+        latest = _LATEST_S
+    elif latest < _EARLIEST_S:
+        latest = _EARLIEST_S
+    return limits.earliest_s, latest
 
 
 def parse_message(
@@ -544,10 +548,10 @@ def _observation(
     pair = _bp_components(obs.get("component"))
     if isinstance(pair, Rejected):
         return pair
-    systolic = _component_mmhg(pair[0], "systolic")
+    systolic = _mmhg(pair[0][0], "systolic") if len(pair[0]) == 1 else _component_mmhg(pair[0], "systolic")
     if isinstance(systolic, Rejected):
         return systolic
-    diastolic = _component_mmhg(pair[1], "diastolic")
+    diastolic = _mmhg(pair[1][0], "diastolic") if len(pair[1]) == 1 else _component_mmhg(pair[1], "diastolic")
     if isinstance(diastolic, Rejected):
         return diastolic
 
@@ -672,11 +676,15 @@ def _mmhg(component: dict[str, Any], name: str) -> float | Rejected:
     unit = quantity.get("unit")
     system = quantity.get("system")
     # A (UCUM) code decides; the unit text only counts when there is no usable code.
-    has_code = isinstance(code, str) and (
+    if isinstance(code, str) and (
         system is None or system == UCUM or (isinstance(system, str) and system in UCUM_SYSTEMS)
-    )
-    code_factor = _unit_factor(code) if has_code else None
-    unit_factor = _unit_factor(unit)
+    ):
+        has_code = True
+        code_factor = _UNIT_FACTORS.get(code) or _unit_factor(code)  # exact spelling first
+    else:
+        has_code = False
+        code_factor = None
+    unit_factor = (_UNIT_FACTORS.get(unit) or _unit_factor(unit)) if isinstance(unit, str) else None
     if code_factor is not None and unit_factor is not None and code_factor != unit_factor:
         return _reject(RejectReason.UNKNOWN_UNIT, f"{name}: code {_show(code)} and unit {_show(unit)} disagree")
     factor = code_factor if has_code else unit_factor
