@@ -61,6 +61,7 @@ An Observation is a reading when:
   ``urn:uuid:<uuid>`` standalone               ``<uuid>`` (lower case)
   ``#p1`` (a contained Patient)                ``system|value`` of that Patient's first identifier
   ``identifier`` only (no ``reference``)       ``system|value`` (``|value`` without a system)
+  ``Patient?identifier=system|value``          ``system|value`` (a conditional reference)
   ===========================================  ===================================================
 
   So ``Patient/123``, its absolute and versioned forms, and a ``urn:uuid`` resolved to a Patient whose id is
@@ -116,6 +117,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -731,6 +733,13 @@ def _patient_key(obs: dict[str, Any], patients: Mapping[str, str | None]) -> str
             return uuid.group(1).lower()
     elif reference.startswith("#"):
         return _contained_patient_key(obs.get("contained"), reference[1:])
+    elif reference.startswith("Patient?identifier="):  # a conditional reference (transaction Bundles)
+        token = urllib.parse.unquote(reference[19:])
+        if "&" not in token and token.strip("|"):
+            system, bar, value = token.rpartition("|")
+            key = _identifier_key({"system": system or None, "value": value} if bar else {"value": value})
+            if key is not None:
+                return key
     return _reject(RejectReason.MISSING_SUBJECT, f"subject.reference {_show(reference)} is not a Patient reference")
 
 

@@ -453,6 +453,11 @@ REJECTED: list[Any] = [
     ),
     pytest.param(raw(obs(subject={"reference": "#p1"})), "missing_subject", id="contained-missing"),
     pytest.param(
+        raw(obs(subject={"reference": "Patient?name=peter&birthdate=2000-01-01"})),
+        "missing_subject",
+        id="conditional-search-not-an-identifier",
+    ),
+    pytest.param(
         raw(obs(subject={"reference": "#p1"}, contained=[{"resourceType": "Patient", "id": "p1"}])),
         "missing_subject",
         id="contained-patient-without-identifier",
@@ -817,6 +822,12 @@ def _bundle_of(*entries: dict[str, Any], bundle_type: str = "transaction") -> di
             id="identifier-only",
         ),
         pytest.param({"identifier": {"value": "MRN-1"}}, None, "|MRN-1", id="identifier-without-system"),
+        pytest.param(
+            {"reference": "Patient?identifier=https://mrn.example%7CA7"},
+            None,
+            "https://mrn.example|A7",
+            id="conditional-identifier",
+        ),
         pytest.param(
             {"reference": "#pat"},
             [
