@@ -14,9 +14,11 @@ has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic < `
   included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
   crisis-range reading whose model risk is >= ``threshold`` opens at once (the model confirms it). A lone
   reading never opens an alert when ``confirm_k`` >= 2: cuff artefacts are single readings.
-- **Severity**: critical when the opening (or a later) hit is in crisis range and confirmed (a second
-  crisis-range reading among the recent ones, or risk >= threshold; with ``confirm_k`` = 1 no confirmation);
-  else high. An open alert whose severity rises is **escalated** (one event).
+- **Severity**: an alert opens critical when its opening hit is in crisis range and confirmed (a second
+  crisis-range reading among the recent ones, or risk >= threshold; with ``confirm_k`` = 1 no confirmation) or
+  when one of the hits that confirm it is in crisis range, else high; an open (so already confirmed) alert
+  becomes critical at its first crisis-range hit. An open alert whose severity rises is **escalated** (one
+  event).
 - **Update**: later hits of the kind update the open alert (hits, worst values, last hit); no new alert opens.
 - **Resolve** after ``resolve_readings`` consecutive readings without a hit of the kind, at least
   ``resolve_minutes`` after the last hit.
@@ -27,6 +29,7 @@ readings gives the same ids.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -205,6 +208,22 @@ class AlertState:
 
 
 EMPTY = AlertState()
+STATE_FORMAT = 1  # tag of AlertState.to_bytes(); bump when the fields change
+
+
+def state_to_bytes(state: AlertState) -> bytes:
+    """The state as compact bytes for a keyed state store (format tag, then JSON)."""
+    return bytes([STATE_FORMAT]) + json.dumps(state.to_dict(), separators=(",", ":")).encode()
+
+
+def state_from_bytes(raw: bytes) -> AlertState:
+    """The inverse of :func:`state_to_bytes`; ValueError for another format or a damaged value."""
+    if not raw or raw[0] != STATE_FORMAT:
+        raise ValueError(f"stored alert state has format {raw[0] if raw else None!r}, this code reads {STATE_FORMAT}")
+    try:
+        return AlertState.from_dict(json.loads(raw[1:]))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"stored alert state is damaged: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +296,8 @@ def step(
     for alert in state.open:
         open_kinds.add(alert.kind)
         if now.kind is alert.kind:
-            severity = Severity.CRITICAL if confirmed_crisis else alert.severity
+            # A crisis-range reading of a problem already confirmed is critical at once.
+            severity = Severity.CRITICAL if now.crisis else alert.severity
             low = alert.kind is AlertKind.HYPOTENSIVE
             updated = replace(
                 alert,
@@ -300,12 +320,14 @@ def step(
         else:
             still_open.append(updated)
     if now.kind is not None and now.kind not in open_kinds:
-        hits = sum(m.kind is now.kind for m in window[-policy.confirm_n :])
+        confirming = [m for m in window[-policy.confirm_n :] if m.kind is now.kind]
+        hits = len(confirming)
+        crisis_confirms = hits >= policy.confirm_k and any(m.crisis for m in confirming)
         if hits >= policy.confirm_k or confirmed_crisis:
             opened = OpenAlert(
                 alert_id=f"{reading.patient_id}:{now.kind.value}:{reading.observation_id}",
                 kind=now.kind,
-                severity=Severity.CRITICAL if confirmed_crisis else Severity.HIGH,
+                severity=Severity.CRITICAL if confirmed_crisis or crisis_confirms else Severity.HIGH,
                 opened_at=now.t,
                 opened_observation=reading.observation_id or "",
                 last_hit_at=now.t,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bp.alerts import (
     EMPTY,
+    STATE_FORMAT,
     AlertEvent,
     AlertKind,
     AlertPolicy,
@@ -19,6 +20,8 @@ from bp.alerts import (
     AlertStatus,
     Severity,
     Trigger,
+    state_from_bytes,
+    state_to_bytes,
     step,
 )
 from bp.reading import Reading
@@ -192,3 +195,26 @@ def test_invariants(values: list[tuple[int, int, float]]) -> None:
         crisis = s > 180 or d > 120
         if crisis and risk >= POLICY.threshold:
             assert any(a.severity is Severity.CRITICAL for a in state.open)
+
+
+def test_a_crisis_range_hit_among_the_confirming_ones_makes_the_alert_critical() -> None:
+    _, events = run([NORMAL, (186.0, 104.0, 0.3), (165.0, 98.0, 0.7)])
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]
+
+
+def test_an_open_alert_turns_critical_at_its_first_crisis_range_hit() -> None:
+    hit = (160.0, 100.0, 0.8)
+    _, events = run([hit, hit, (183.0, 104.0, 0.3)])
+    assert statuses(events) == [(1, "hypertensive", "opened", "high"), (2, "hypertensive", "escalated", "critical")]
+
+
+def test_state_as_bytes_round_trips_and_refuses_another_format() -> None:
+    hit = (160.0, 100.0, 0.8)
+    state, _ = run([hit, hit, (183.0, 104.0, 0.3), NORMAL])
+    assert state.open
+    raw = state_to_bytes(state)
+    assert state_from_bytes(raw) == state
+    with pytest.raises(ValueError, match="format"):
+        state_from_bytes(bytes([STATE_FORMAT + 1]) + raw[1:])
+    with pytest.raises(ValueError, match="damaged"):
+        state_from_bytes(raw[:-5])
