@@ -38,6 +38,7 @@ from typing import Any
 
 from bp.clinical import CRISIS_DIASTOLIC_ABOVE, CRISIS_SYSTOLIC_ABOVE, assess
 from bp.reading import Reading
+from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState, Retained
 
 
 class AlertKind(StrEnum):
@@ -365,3 +366,35 @@ def _event(alert: OpenAlert, reading: Reading, status: AlertStatus) -> AlertEven
         worst_systolic=alert.worst_systolic,
         worst_diastolic=alert.worst_diastolic,
     )
+
+
+STATE_KEY_PREFIX = "alerts/"  # alert state lives beside the feature history in the same keyed state
+
+
+class PatientAlerts:
+    """Per-patient alert state over a :class:`~bp.state.KeyedState` (key ``alerts/<patient>``): what the consumer
+    and ``--check`` use. Patients are forgotten only by the state's event-time retention, like the features."""
+
+    __slots__ = ("_retained", "policy")
+
+    def __init__(
+        self, policy: AlertPolicy, state: KeyedState | None = None, retention_days: float = DEFAULT_RETENTION_DAYS
+    ) -> None:
+        self.policy = policy
+        self._retained = Retained(state if state is not None else MemoryState(), retention_days)
+
+    def observe(self, reading: Reading, risk: float | None) -> tuple[AlertEvent, ...]:
+        """The alert events of ``reading`` (in stream order per patient); the patient's state is updated."""
+        key = STATE_KEY_PREFIX + reading.patient_id
+        at = reading.effective.timestamp()
+        previous = self._retained.load(key, at)
+        state = EMPTY if previous is None else state_from_bytes(previous.value)
+        new, events = step(state, reading, risk, self.policy)
+        if new is not state and not (previous is None and new is EMPTY):
+            self._retained.save(key, state_to_bytes(new), at, previous)
+        return events
+
+
+def rules_policy() -> AlertPolicy:
+    """The alert policy without a model (``--rules-only``): two consecutive seed-rule anomalies open an alert."""
+    return AlertPolicy(threshold=1.0, confirm_k=2, confirm_n=2, trigger=Trigger.RULES)

@@ -18,13 +18,16 @@ from bp.alerts import (
     AlertPolicy,
     AlertState,
     AlertStatus,
+    PatientAlerts,
     Severity,
     Trigger,
+    rules_policy,
     state_from_bytes,
     state_to_bytes,
     step,
 )
 from bp.reading import Reading
+from bp.state import MemoryState
 
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -218,3 +221,27 @@ def test_state_as_bytes_round_trips_and_refuses_another_format() -> None:
         state_from_bytes(bytes([STATE_FORMAT + 1]) + raw[1:])
     with pytest.raises(ValueError, match="damaged"):
         state_from_bytes(raw[:-5])
+
+
+def test_patient_alerts_keep_state_per_patient_in_the_keyed_state() -> None:
+    state = MemoryState()
+    alerts = PatientAlerts(POLICY, state)
+    hit = (150.0, 95.0, 0.8)
+    events = []
+    for i in range(3):
+        for pid in ("a", "b"):
+            s, d, risk = hit if pid == "a" else NORMAL
+            events += alerts.observe(Reading(pid, T0 + i * STEP, s, d, f"{pid}-{i}"), risk)
+    assert [(e.patient_id, e.status) for e in events] == [("a", AlertStatus.OPENED)]
+    assert state.get("alerts/a") is not None
+    assert state.get("alerts/b") is None  # nothing to remember about a patient without hits
+    again = PatientAlerts(POLICY, state)  # e.g. after a restart from the store: the alert is still open
+    more = again.observe(Reading("a", T0 + 3 * STEP, *hit[:2], "a-3"), hit[2])
+    assert more == ()
+
+
+def test_rules_policy_needs_two_rule_anomalies() -> None:
+    _, events = run(
+        [(145.0, 85.0, None), (120.0, 80.0, None), (145.0, 85.0, None), (150.0, 92.0, None)], policy=rules_policy()
+    )
+    assert statuses(events) == [(3, "hypertensive", "opened", "high")]
