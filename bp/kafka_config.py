@@ -7,18 +7,41 @@ security are set the same way everywhere; each role then adds only its own tunin
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from bp.settings import Settings
 
 
 def connection_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
-    """What every kafka-python client shares: where the brokers are, how long to wait for them at start."""
+    """What every kafka-python client shares: where the brokers are, how long to wait for them at start, and
+    how to authenticate (TLS and/or SASL)."""
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
         "bootstrap_timeout_ms": _timeout_ms(settings),
-    }
+    } | security_kwargs(settings)
+
+
+def security_kwargs(settings: Settings) -> dict[str, Any]:
+    """``security_protocol`` plus the SASL and TLS options it needs (nothing more for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        kwargs |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password is not None else None,
+        }
+    if protocol.endswith("SSL"):
+        files = {
+            "ssl_cafile": settings.kafka_ssl_cafile,
+            "ssl_certfile": settings.kafka_ssl_certfile,
+            "ssl_keyfile": settings.kafka_ssl_keyfile,
+        }
+        kwargs |= {name: str(path) for name, path in files.items() if path is not None}
+    return kwargs
 
 
 def producer_kwargs(
@@ -49,12 +72,16 @@ def consumer_kwargs(settings: Settings) -> dict[str, Any]:
         "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 5),
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "max_poll_records": settings.batch_size,
+        "fetch_max_bytes": settings.fetch_max_bytes,
+        "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
     }
 
 
 def dead_letter_producer_kwargs(settings: Settings) -> dict[str, Any]:
-    """The consumer's producer for the dead-letter topic."""
-    return producer_kwargs(settings, "bp-consumer-dlq", linger_ms=5)
+    """The consumer's producer for the dead-letter topic (letters are truncated to fit ``max_request_size``)."""
+    return producer_kwargs(settings, "bp-consumer-dlq", linger_ms=5) | {
+        "max_request_size": settings.dlq_max_request_size
+    }
 
 
 def admin_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -63,3 +90,27 @@ def admin_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
 
 def _timeout_ms(settings: Settings) -> int:
     return int(settings.connect_timeout_s * 1000)
+
+
+# ------------------------------------------------------------------------------------------- command line
+SECURITY_FLAGS = (
+    ("--kafka-security-protocol", "kafka_security_protocol", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
+    ("--kafka-sasl-mechanism", "kafka_sasl_mechanism", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512"),
+    ("--kafka-sasl-username", "kafka_sasl_username", "SASL user name"),
+    ("--kafka-sasl-password", "kafka_sasl_password", "SASL password (prefer the env var)"),
+    ("--kafka-ssl-cafile", "kafka_ssl_cafile", "CA certificate (PEM) that signed the brokers' certificates"),
+    ("--kafka-ssl-certfile", "kafka_ssl_certfile", "client certificate (PEM) for mutual TLS"),
+    ("--kafka-ssl-keyfile", "kafka_ssl_keyfile", "client private key (PEM) for mutual TLS"),
+)
+
+
+def add_security_flags(parser: argparse.ArgumentParser) -> None:
+    """The Kafka security flags, the same for every CLI that talks to Kafka."""
+    group = parser.add_argument_group("Kafka security (every Kafka client of this process)")
+    for flag, field, meaning in SECURITY_FLAGS:
+        group.add_argument(flag, dest=field, metavar="VALUE", help=f"{meaning} (env BP_{field.upper()})")
+
+
+def security_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The security flags the user gave, as ``load_settings`` overrides."""
+    return {field: getattr(args, field) for _, field, _ in SECURITY_FLAGS}

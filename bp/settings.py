@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bp.errors import ConfigError
@@ -22,6 +22,8 @@ DEFAULT_GROUP = "bp-analyzer"
 DEFAULT_INDEX = "bp-anomalies"
 DEFAULT_STATS_INDEX = "bp-stats"
 DEFAULT_MODEL_PATH = Path("ml/artifacts/bp_logreg.joblib")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,25 @@ class Settings(BaseSettings):
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$", description="where a new group starts")
     connect_timeout_s: float = Field(10.0, gt=0, le=300, description="give up reaching Kafka/ES at start after this")
     compression: str | None = Field("lz4", description="producer compression: lz4, gzip, zstd, or none")
+    # Kafka: record sizes and retries (consumer)
+    fetch_max_bytes: int = Field(52_428_800, ge=1024, description="consumer: most bytes one fetch response holds")
+    max_partition_fetch_bytes: int = Field(
+        1_048_576, ge=1024, description="consumer: most bytes per partition per fetch (a bigger record still arrives)"
+    )
+    dlq_max_request_size: int = Field(
+        1_048_576, ge=16_384, description="dead-letter producer: largest record it sends; bigger letters are truncated"
+    )
+    retry_timeout_s: float = Field(
+        600.0, gt=0, description="consumer: exit 1 when sinks or Kafka keep failing for this long"
+    )
+    # Kafka: security, for every client (producer, consumer, dead-letter producer, admin)
+    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never printed)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA certificate (PEM) to verify the brokers")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
 
     # Elasticsearch
     es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
@@ -88,12 +109,49 @@ class Settings(BaseSettings):
             raise ValueError("must be one of lz4, gzip, zstd, snappy, none")
         return value.lower()
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.strip().upper() if value else None
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} not found")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(f"BP_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        sasl = protocol.startswith("SASL_")
+        if sasl:
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise ValueError(f"{protocol} needs BP_KAFKA_SASL_MECHANISM, one of {', '.join(KAFKA_SASL_MECHANISMS)}")
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError(f"{protocol} needs BP_KAFKA_SASL_USERNAME and BP_KAFKA_SASL_PASSWORD")
+        elif self.kafka_sasl_mechanism or self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(
+                f"SASL settings given but BP_KAFKA_SECURITY_PROTOCOL is {protocol} (SASL_SSL or SASL_PLAINTEXT?)"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not protocol.endswith("SSL") and any(tls_files):
+            raise ValueError(f"TLS files given but BP_KAFKA_SECURITY_PROTOCOL is {protocol} (SSL or SASL_SSL?)")
+        return self
+
     @field_validator("kafka_bootstrap", "es_url", "topic", "dlq_topic", "group", "index", "stats_index")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    def secrets(self) -> list[str]:
+        """Values that must never be printed (pass them to ``bp.redact.mask``)."""
+        kafka = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password is not None else None
+        return [value for value in (self.es_password, self.es_api_key, kafka) if value]
 
     @property
     def parse_limits(self) -> ParseLimits:
@@ -117,7 +175,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            field = ".".join(str(part) for part in error["loc"])
+            if not field:  # a rule over several settings: its message names them
+                problems.append(message)
+                continue
             origin = "flag" if field in given else f"BP_{field.upper()}"
-            problems.append(f"{field} ({origin}): {error['msg']}")
+            problems.append(f"{field} ({origin}): {message}")
         raise ConfigError("invalid setting: " + "; ".join(problems)) from None

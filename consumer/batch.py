@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bp.reading import Anomaly, Normal, Rejected
+from bp.reading import Anomaly, Decision, Normal, Rejected
 from consumer.pipeline import Message, Outcome, Tally
 from consumer.sinks import ArchiveLine, Document
 
@@ -41,29 +41,48 @@ def sort_batch(
     *,
     archive_line: Callable[[Outcome, Normal], ArchiveLine],
     anomaly_document: Callable[[Outcome, Anomaly], Document],
+    unreadable: Sequence[DeadLetter] = (),
 ) -> Batch:
-    """Sort a decided batch by destination in one pass over its outcomes."""
-    counts = Tally(messages=len(messages))
+    """Sort a decided batch by destination in one pass over its outcomes.
+
+    A reading the archive cannot place or a document that cannot be built (e.g. a date beyond year 9999, a record
+    timestamp out of range) makes its message a dead letter instead of stopping the batch. ``unreadable``: records
+    the Kafka client could not decode, already dead letters; they count as messages of this batch.
+    """
+    counts = Tally(messages=len(messages) + len(unreadable))
     normals: list[ArchiveLine] = []
     documents: list[Document] = []
-    letters: list[DeadLetter] = []
+    letters: list[DeadLetter] = list(unreadable)
+    for _, rejected in unreadable:
+        counts.count(rejected)
     for outcome in outcomes:
-        decision = outcome.decision
-        if isinstance(decision, Normal):
-            normals.append(archive_line(outcome, decision))
-        elif isinstance(decision, Anomaly):
-            documents.append(anomaly_document(outcome, decision))
-        else:
+        decision: Decision = outcome.decision
+        try:
+            if isinstance(decision, Normal):
+                normals.append(archive_line(outcome, decision))
+            elif isinstance(decision, Anomaly):
+                documents.append(anomaly_document(outcome, decision))
+        except Exception as exc:  # contained to this message: it becomes a dead letter
+            decision = _contained(decision, exc)
+        if isinstance(decision, Rejected):
             letters.append((outcome.message, decision))
         counts.count(decision)
         counts.skipped_entries += outcome.skipped_entries
     first: dict[Partition, int] = {}
     following: dict[Partition, int] = {}
-    for message in messages:
+    for message in [*messages, *(letter for letter, _ in unreadable)]:
         key = (message.topic, message.partition)
-        first.setdefault(key, message.offset)
-        following[key] = message.offset + 1
-    return Batch(len(messages), tuple(normals), tuple(documents), one_per_message(letters), counts, first, following)
+        first[key] = min(message.offset, first.get(key, message.offset))
+        following[key] = max(message.offset + 1, following.get(key, 0))
+    return Batch(counts.messages, tuple(normals), tuple(documents), one_per_message(letters), counts, first, following)
+
+
+def _contained(decision: Decision, exc: Exception) -> Rejected:
+    """The dead-letter reason for a reading that was decided but cannot be archived or indexed."""
+    detail = f"{type(exc).__name__}: {exc}"[:500]
+    if isinstance(decision, Normal):  # the archive places a reading by its date: only the date can fail
+        return Rejected(reason="bad_time", detail=f"reading time cannot be archived ({detail})", stage="archive")
+    return Rejected(reason="bad_record", detail=f"anomaly document cannot be built ({detail})", stage="index")
 
 
 def one_per_message(letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from bp.errors import ConfigError, EndpointError
 from bp.kafka_config import consumer_kwargs, dead_letter_producer_kwargs
+from bp.redact import mask
 from bp.settings import Settings
 from consumer.pipeline import Message
 from consumer.sinks import NormalArchive
@@ -39,10 +40,11 @@ def make_es(settings: Settings) -> Any:
         if not settings.es_ca_cert.is_file():
             raise ConfigError(f"CA certificate {settings.es_ca_cert} not found (--es-ca-cert / BP_ES_CA_CERT)")
         options["ca_certs"] = str(settings.es_ca_cert)
+    url = mask(settings.es_url, settings.secrets())
     try:
         client = Elasticsearch(settings.es_url, **options)
     except ValueError as exc:
-        raise ConfigError(f"invalid Elasticsearch URL {settings.es_url!r}: {exc}") from None
+        raise ConfigError(f"invalid Elasticsearch URL {url!r}: {mask(str(exc), settings.secrets())}") from None
     deadline = time.monotonic() + settings.connect_timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -56,8 +58,8 @@ def make_es(settings: Settings) -> Any:
                 break
             time.sleep(0.5)
     raise EndpointError(
-        f"cannot reach Elasticsearch at {settings.es_url} within {settings.connect_timeout_s:.0f} s "
-        f"({type(last).__name__}: {str(last)[:200]}); start it or set --es-url"
+        f"cannot reach Elasticsearch at {url} within {settings.connect_timeout_s:.0f} s "
+        f"({type(last).__name__}: {mask(str(last), settings.secrets())[:200]}); start it or set --es-url"
     )
 
 

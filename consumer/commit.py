@@ -28,8 +28,11 @@ class CommitProtocol(Generic[R]):
     prepares the next batch → ``settle()`` waits for that delivery, then
 
     - sinks acknowledged → ``checkpoint(batch)`` (a hook for state that must be persisted with the offsets it
-      reflects; it may raise SinkError like a sink) → commit ``batch.next_offsets`` → ``on_committed``;
-    - a SinkError → ``on_failed`` → rewind: nothing of the batch is committed.
+      reflects; it may raise SinkError like a sink) → ``on_delivered`` (the batch is counted) → commit
+      ``batch.next_offsets``;
+    - a SinkError → ``on_failed`` → rewind: the batch counts as not delivered, it will be read again.
+
+    ``settle`` returns False after any failure (``last_error`` says which) so the loop backs off.
 
     Invariants (the in-memory fake of tests/unit/test_consume_loop.py checks the first three at every commit):
 
@@ -40,7 +43,9 @@ class CommitProtocol(Generic[R]):
        because every sink is idempotent.
     4. While a delivery takes long (an outage) the partitions are paused and the consumer keeps polling, so the
        group does not evict it; records of a partition assigned meanwhile are sought back, never dropped.
-    5. A commit refused because a rebalance took the partitions is not an error: the new owner replays.
+    5. A commit Kafka refuses (a rebalance took the partitions, the broker restarts, a timeout) leaves the
+       delivered batch uncommitted: it is rewound where still assigned and replayed (or replayed by the new
+       owner), so a batch may be counted twice, never lost (at-least-once).
     """
 
     def __init__(
@@ -48,19 +53,20 @@ class CommitProtocol(Generic[R]):
         consumer: Any,
         deliver: Callable[[Batch], R],
         *,
-        on_committed: Callable[[Batch, R], None],
+        on_delivered: Callable[[Batch, R], None],
         on_failed: Callable[[Batch, SinkError], None],
         checkpoint: Callable[[Batch], None] | None = None,
         stage_seconds: MutableMapping[str, float] | None = None,
     ) -> None:
         self.consumer = consumer
         self._deliver = deliver
-        self._on_committed = on_committed
+        self._on_delivered = on_delivered
         self._on_failed = on_failed
         self._checkpoint = checkpoint
         self._stage_seconds: MutableMapping[str, float] = stage_seconds if stage_seconds is not None else {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sinks")
         self._in_flight: tuple[Batch, Future[R]] | None = None
+        self.last_error = ""
 
     @property
     def in_flight(self) -> Batch | None:
@@ -88,11 +94,18 @@ class CommitProtocol(Generic[R]):
             if self._checkpoint is not None:
                 self._checkpoint(batch)
         except SinkError as exc:
+            self.last_error = str(exc)
             self._on_failed(batch, exc)
             self.rewind(batch.first_offsets, *later)
             return False
-        self._commit(batch.next_offsets)
-        self._on_committed(batch, receipt)
+        self._on_delivered(batch, receipt)
+        try:
+            self._commit(batch.next_offsets)
+        except SinkError as exc:  # invariant 5
+            self.last_error = str(exc)
+            log.warning("%s", exc)
+            self.rewind(batch.first_offsets, *later)
+            return False
         return True
 
     def rewind(self, *batches: Mapping[Partition, int]) -> None:
@@ -126,15 +139,27 @@ class CommitProtocol(Generic[R]):
                     if time.monotonic() - waiting_since > PAUSE_AFTER_S:
                         self.consumer.pause(*self.consumer.assignment())
                         paused = True
-                        for tp, unexpected in self.consumer.poll(timeout_ms=0).items():
-                            if unexpected:  # a partition assigned during the wait: fetch it again later
-                                self.consumer.seek(tp, unexpected[0].offset)
+                        self._keep_membership()
         finally:
             if paused:
                 self.consumer.resume(*self.consumer.assignment())
 
+    def _keep_membership(self) -> None:
+        """Poll with every partition paused (heartbeats, rebalances); records of a partition assigned meanwhile
+        are sought back, not dropped. A Kafka error here is left for the loop's own poll to meet."""
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=0)
+        except KafkaError as exc:
+            log.debug("poll while waiting for the sinks failed: %s", exc)
+            return
+        for tp, unexpected in polled.items():
+            if unexpected:
+                self.consumer.seek(tp, unexpected[0].offset)
+
     def _commit(self, next_offsets: Mapping[Partition, int]) -> None:
-        from kafka.errors import CommitFailedError
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         if not next_offsets:
@@ -146,6 +171,7 @@ class CommitProtocol(Generic[R]):
         committing = time.perf_counter()
         try:
             self.consumer.commit(offsets)
-        except CommitFailedError as exc:  # invariant 5
-            log.warning("commit failed after a rebalance (%s); the batch will be replayed", exc)
-        self._stage_seconds["commit"] = self._stage_seconds.get("commit", 0.0) + time.perf_counter() - committing
+        except KafkaError as exc:  # invariant 5: CommitFailedError, RebalanceInProgressError, timeouts...
+            raise SinkError(f"offsets not committed ({type(exc).__name__}: {exc}); the batch will be replayed") from exc
+        finally:
+            self._stage_seconds["commit"] = self._stage_seconds.get("commit", 0.0) + time.perf_counter() - committing

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from bp.errors import BpError, ConfigError, EndpointError
+from bp.kafka_config import add_security_flags, security_overrides
 from bp.settings import Settings, load_settings
 from consumer.batch import Totals
 from consumer.check import run_check
@@ -24,6 +25,7 @@ from consumer.clients import make_es, make_kafka, rebalance_listener
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
+from consumer.retry import Retry
 from consumer.scoring import load_model
 from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive, ensure_template
 from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
@@ -57,15 +59,18 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
             ) from None
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
+    retry = Retry(settings.retry_timeout_s, should_stop=lambda: bool(stop))
+
     def backoff(delay: float) -> None:
         """The sink's wait between retries (on the worker thread; the loop keeps the group membership)."""
         metrics.retries.labels("elasticsearch").inc()
+        retry.note_failure()
         end = time.monotonic() + delay
         while time.monotonic() < end and not stop:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
-    es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop), on_wait=backoff)
-    dead_letters = DeadLetters(producer, settings.dlq_topic)
+    es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop) or retry.exhausted, on_wait=backoff)
+    dead_letters = DeadLetters(producer, settings.dlq_topic, max_request_size=settings.dlq_max_request_size)
     processor = BatchProcessor(settings, pipeline, archive, es_sink, dead_letters, name, metrics)
     log.info(
         "consuming %s as group %s (%s) → archive %s, index %s, DLQ %s; model %s",
@@ -79,7 +84,7 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
     )
     tune_gc()
     try:
-        consume(consumer, processor, options, stop)
+        consume(consumer, processor, options, stop, retry)
     except KafkaError as exc:
         raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
     finally:
@@ -88,7 +93,11 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
         es_client.close()
         if metrics_server is not None:
             metrics_server.shutdown()
-    totals_extra = {"index_rejected": processor.totals.index_rejected, "archive_skipped_replays": archive.skipped}
+    totals_extra = {
+        "index_rejected": processor.totals.index_rejected,
+        "archive_skipped_replays": archive.skipped,
+        "dead_letters_truncated": dead_letters.truncated,
+    }
     log.info("done: %s; %s", processor.totals.line(), totals_extra)
     return processor.totals
 
@@ -130,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--time-floor", metavar="YYYY-MM-DD", help="reject readings before this date (env BP_TIME_FLOOR; 1900-01-01)")
     add("--summary-json", type=Path, metavar="FILE", help="also write the final summary as JSON to FILE")
     add("--quiet", action="store_true", help="warnings and errors only")
+    add_security_flags(parser)
     return parser
 
 
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             max_message_bytes=args.max_message_bytes,
             future_tolerance_hours=args.future_tolerance_hours,
             time_floor=args.time_floor,
+            **security_overrides(args),
         )
         if args.check is not None:
             totals = run_check(settings, args.check, sys.stdout.buffer)

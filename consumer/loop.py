@@ -10,18 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bp.errors import SinkError
+from bp.errors import BpError, SinkError
 from bp.reading import Anomaly, Rejected
 from bp.settings import Settings
-from consumer.batch import Batch, DeadLetter, Totals, one_per_message, sort_batch
+from consumer.batch import Batch, DeadLetter, Partition, Totals, one_per_message, sort_batch
 from consumer.clients import lag, to_message
 from consumer.commit import CommitProtocol
 from consumer.metrics import Metrics
 from consumer.pipeline import Message, Outcome, Pipeline
+from consumer.retry import Retry
 from consumer.sinks import (
     DeadLetters,
     Document,
@@ -38,7 +40,6 @@ log = logging.getLogger("bp.consumer")
 PROGRESS_EVERY_S = 5.0
 IDLE_SLEEP_S = 0.2  # the stand-in answers fetches at once: sleep on empty polls instead of spinning a core
 POLL_TIMEOUT_MS = 100
-ARCHIVE_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +88,14 @@ class BatchProcessor:
         # per batch not yet settled: the statistics window before it (restored on a rollback) and its start time
         self._pending: dict[int, tuple[Window, float]] = {}
 
-    def prepare(self, messages: list[Message], final: bool = False) -> Batch:
-        """Decide, sort and archive a batch (appended and fsynced before anything can be committed)."""
+    def prepare(self, messages: list[Message], final: bool = False, unreadable: Sequence[DeadLetter] = ()) -> Batch:
+        """Decide, sort and archive a batch (appended and fsynced before anything can be committed).
+
+        ``unreadable``: records the Kafka client could not decode, already dead letters, carried in this batch.
+        """
         stages = self.totals.stage_seconds
         started = time.perf_counter()
-        outcomes = self.pipeline.decide_batch(messages)
+        outcomes = self._decide(messages)
         now = datetime.now(UTC)
         ingested_at = now.isoformat()
         batch = sort_batch(
@@ -99,6 +103,7 @@ class BatchProcessor:
             outcomes,
             archive_line=self.archive.line_for,
             anomaly_document=lambda outcome, anomaly: self._document(outcome, anomaly, ingested_at),
+            unreadable=unreadable,
         )
         decided = time.perf_counter()
         stages["decide"] += decided - started
@@ -118,6 +123,29 @@ class BatchProcessor:
             batch = dataclasses.replace(batch, documents=(*batch.documents, stats))
             self._pending[id(batch)] = pending
         return batch
+
+    def _decide(self, messages: list[Message]) -> list[Outcome]:
+        """Decisions for the batch; a message that makes the pipeline raise becomes a dead letter on its own.
+
+        The pipeline never raises on bad input by design; this is the net under that promise. Errors of the
+        infrastructure (BpError, e.g. the state store) are not the message's fault and stop the batch instead.
+        """
+        try:
+            return self.pipeline.decide_batch(messages)
+        except BpError:
+            raise
+        except Exception as exc:
+            log.error("deciding a batch raised %s: %s; deciding its messages one by one", type(exc).__name__, exc)
+        outcomes: list[Outcome] = []
+        for message in messages:
+            try:
+                outcomes.extend(self.pipeline.decide_batch([message]))
+            except BpError:
+                raise
+            except Exception as exc:
+                detail = f"cannot be decided ({type(exc).__name__}: {exc})"[:500]
+                outcomes.append(Outcome(message, 0, Rejected(reason="bad_record", detail=detail, stage="decide")))
+        return outcomes
 
     def _document(self, outcome: Outcome, anomaly: Anomaly, ingested_at: str) -> Document:
         source = anomaly_document(outcome, anomaly, self.pipeline.model_version, ingested_at)
@@ -144,7 +172,7 @@ class BatchProcessor:
         return Delivered(index_rejected=len(refused))
 
     def complete(self, batch: Batch, delivered: Delivered) -> None:
-        """Count a committed batch."""
+        """Count a delivered batch (if Kafka then refuses its commit it is replayed and counted again)."""
         _, started = self._pending.pop(id(batch), (self.window, time.perf_counter()))
         self.totals.counts.merge(batch.counts)
         self.totals.index_rejected += delivered.index_rejected
@@ -162,19 +190,40 @@ class BatchProcessor:
         self._pending.clear()
 
 
-def consume(consumer: Any, processor: BatchProcessor, options: RunOptions, stop: StopFlag) -> None:
+def consume(
+    consumer: Any, processor: BatchProcessor, options: RunOptions, stop: StopFlag, retry: Retry | None = None
+) -> None:
     """The loop: poll → prepare (decide, archive) → settle the batch in flight (commit) → deliver this one.
 
-    ``consumer`` is a KafkaConsumer (or a fake with the same methods); everything else is already built.
+    ``consumer`` is a KafkaConsumer (or a fake with the same methods); everything else is already built. Every
+    failure of the infrastructure waits ``retry``'s backoff before the next attempt and ends the loop with
+    SinkError once it has lasted ``retry_timeout_s`` (see consumer/retry.py for what each stage does).
     """
+    from kafka.errors import CorruptRecordError, KafkaError
+
     totals = processor.totals
+    metrics = processor.metrics
+    if retry is None:
+        retry = Retry(processor.settings.retry_timeout_s, should_stop=lambda: bool(stop))
+
     protocol: CommitProtocol[Delivered] = CommitProtocol(
         consumer,
         processor.deliver,
-        on_committed=processor.complete,
+        on_delivered=processor.complete,
         on_failed=processor.rollback,
         stage_seconds=totals.stage_seconds,
     )
+
+    def settle(*later: Mapping[Partition, int]) -> bool:
+        """Settle the batch in flight; after a failure back off (bounded) before the loop goes on."""
+        had_batch = protocol.in_flight is not None
+        if protocol.settle(*later):
+            if had_batch:
+                retry.succeeded()
+            return True
+        retry.failed(protocol.last_error)
+        return False
+
     idle_since = time.monotonic()
     next_progress = time.monotonic() + PROGRESS_EVERY_S
     try:
@@ -187,11 +236,26 @@ def consume(consumer: Any, processor: BatchProcessor, options: RunOptions, stop:
             if options.max_messages:
                 limit = min(limit, options.max_messages - taken)
             polling = time.perf_counter()
-            polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
+            unreadable: list[DeadLetter] = []
+            try:
+                polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit)
+            except CorruptRecordError as exc:  # e.g. a header key that is not UTF-8: skip it, dead-letter it
+                polled = {}
+                letter = skip_unreadable(consumer, exc)
+                if letter is None:
+                    metrics.retries.labels("kafka").inc()
+                    retry.failed(f"Kafka client cannot decode a record: {exc}")
+                    continue
+                unreadable.append(letter)
+            except KafkaError as exc:  # broker restarting, rebalance, coordinator moving...
+                metrics.retries.labels("kafka").inc()
+                retry.failed(f"Kafka poll failed: {type(exc).__name__}: {exc}")
+                continue
             totals.stage_seconds["poll"] += time.perf_counter() - polling
             records = [record for batch in polled.values() for record in batch]
-            if not records:
-                protocol.settle()
+            if not records and not unreadable:
+                if not settle():
+                    continue
                 if options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
                     log.info("idle for %.1f s: stopping", options.stop_when_idle)
                     break
@@ -201,22 +265,25 @@ def consume(consumer: Any, processor: BatchProcessor, options: RunOptions, stop:
                 idle_since = time.monotonic()
                 messages = [to_message(record) for record in records]
                 try:
-                    batch = processor.prepare(messages)
+                    batch = processor.prepare(messages, unreadable=unreadable)
                 except SinkError as exc:  # the archive failed: settle the batch in flight, then retry this one
                     log.error("batch not committed, will be retried: %s", exc)
-                    processor.metrics.retries.labels("batch").inc()
+                    metrics.retries.labels("batch").inc()
                     first = {(tp.topic, tp.partition): batch[0].offset for tp, batch in polled.items() if batch}
-                    if protocol.settle(first):  # (if the batch in flight failed too, settle rewound both)
+                    for message, _ in unreadable:
+                        first[(message.topic, message.partition)] = message.offset
+                    if settle(first):  # (if the batch in flight failed too, settle rewound both and backed off)
                         protocol.rewind(first)
-                    time.sleep(ARCHIVE_RETRY_S)
+                        retry.failed(str(exc))
                     continue
-                if not protocol.settle(batch.first_offsets):  # the one in flight failed: both replay from its offsets
+                if not settle(batch.first_offsets):  # the one in flight failed: both replay from its offsets
                     continue
                 protocol.start(batch)
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY_S
-                progress(totals, consumer, processor.metrics)
-        protocol.settle()
+                progress(totals, consumer, metrics)
+        if not protocol.settle():
+            log.warning("the last batch was not committed; it will be read again next time")
         # Flush the last statistics window.
         try:
             processor.deliver(processor.prepare([], final=True))
@@ -226,6 +293,30 @@ def consume(consumer: Any, processor: BatchProcessor, options: RunOptions, stop:
         if protocol.in_flight is not None:  # leaving on an exception: make a retrying worker give up
             stop.stopped = True
         protocol.close()
+
+
+def skip_unreadable(consumer: Any, error: Exception) -> DeadLetter | None:
+    """Step past a record the Kafka client cannot decode and return what is known of it as a dead letter.
+
+    kafka-python raises CorruptRecordError from ``poll`` for such a record (e.g. a header key that is not
+    UTF-8) without naming it; it is the record at the current position of the partition being read. Its bytes
+    cannot be recovered with this client: the dead letter carries the source topic, partition and offset.
+    Records after it in the same producer batch fail the same way and are skipped one by one. None when the
+    partition cannot be told (then the loop retries with backoff and gives up after the retry timeout).
+    """
+    part = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    tp = getattr(part, "topic_partition", None)
+    if tp is None:
+        assigned = consumer.assignment()
+        if len(assigned) != 1:
+            return None
+        (tp,) = assigned
+    offset = consumer.position(tp)
+    consumer.seek(tp, offset + 1)
+    log.warning("partition %d offset %d cannot be decoded (%s): dead-lettered and skipped", tp.partition, offset, error)
+    message = Message(value=None, key=None, topic=tp.topic, partition=tp.partition, offset=offset)
+    detail = f"the Kafka client cannot decode this record ({error}); skipped by offset, value not recoverable"
+    return message, Rejected(reason="bad_record", detail=detail[:500], stage="poll")
 
 
 def progress(totals: Totals, consumer: Any, metrics: Metrics) -> None:

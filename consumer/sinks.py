@@ -391,6 +391,10 @@ class Window:
 
 
 # ------------------------------------------------------------------------------------------- dead letters
+def _header_bytes(headers: Sequence[tuple[str, bytes]]) -> int:
+    return sum(len(name.encode()) + len(value) + 10 for name, value in headers)
+
+
 def dead_letter_headers(message: Message, reason: str, detail: str, stage: str) -> list[tuple[str, bytes]]:
     return [
         ("reason", reason.encode()),
@@ -403,13 +407,24 @@ def dead_letter_headers(message: Message, reason: str, detail: str, stage: str) 
     ]
 
 
-class DeadLetters:
-    """Sends rejected messages (original key and bytes) to the dead-letter topic and waits for every ack."""
+RECORD_OVERHEAD = 512  # Kafka record batch header + record framing, generously (kafka-python counts 61 + varints)
+KEY_LIMIT = 1024
 
-    def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0) -> None:
+
+class DeadLetters:
+    """Sends rejected messages (original key and bytes) to the dead-letter topic and waits for every ack.
+
+    A letter larger than ``max_request_size`` (the producer's limit, set to what the broker accepts) is cut to
+    fit instead of being refused forever: the reason/stage/source headers stay, the original headers stay unless
+    they alone are too large, the value is truncated, and a ``truncated`` header says what was cut.
+    """
+
+    def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0, max_request_size: int = 1_048_576) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
+        self.max_request_size = max_request_size
+        self.truncated = 0
 
     def send(self, letters: Sequence[tuple[Message, Rejected]]) -> int:
         """Send and wait for every acknowledgement."""
@@ -417,14 +432,53 @@ class DeadLetters:
 
     def start(self, letters: Sequence[tuple[Message, Rejected]]) -> list[Any]:
         """Hand the letters to the producer without waiting (so the wait can overlap other work)."""
+        from kafka.errors import MessageSizeTooLargeError
+
         futures = []
         try:
             for message, rejected in letters:
                 headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
-                futures.append(self.producer.send(self.topic, value=message.value, key=message.key, headers=headers))
+                key, value, headers = self.fit(message.key, message.value, headers)
+                if key is None and value is None:  # Kafka wants one of them (a record read without either)
+                    value = b""
+                try:
+                    futures.append(self.producer.send(self.topic, value=value, key=key, headers=headers))
+                except (
+                    ValueError,
+                    TypeError,
+                    MessageSizeTooLargeError,
+                ) as exc:  # this letter's fault, not the producer's
+                    log.warning("dead letter of offset %d refused (%s); sent without its payload", message.offset, exc)
+                    note = ("truncated", f"payload dropped: {type(exc).__name__}: {exc}"[:300].encode())
+                    minimal = [header for header in headers if not header[0].startswith("original-")]
+                    futures.append(self.producer.send(self.topic, value=b"", key=None, headers=[*minimal, note]))
         except Exception as exc:  # buffer full, metadata timeout, closed producer...: do not commit
             raise SinkError(f"dead letters not sent: {type(exc).__name__}: {exc}") from exc
         return futures
+
+    def fit(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        """Key, value and headers cut to fit ``max_request_size`` (unchanged when they fit)."""
+        size = RECORD_OVERHEAD + len(key or b"") + len(value or b"") + _header_bytes(headers)
+        if size <= self.max_request_size:
+            return key, value, headers
+        self.truncated += 1
+        notes = []
+        if key is not None and len(key) > KEY_LIMIT:
+            notes.append(f"key {len(key)} bytes cut to {KEY_LIMIT}")
+            key = key[:KEY_LIMIT]
+        own = [header for header in headers if not header[0].startswith("original-")]
+        originals = [header for header in headers if header[0].startswith("original-")]
+        budget = self.max_request_size - RECORD_OVERHEAD - len(key or b"") - _header_bytes(own) - 256
+        if _header_bytes(originals) > budget // 2:
+            notes.append(f"{len(originals)} original headers ({_header_bytes(originals)} bytes) dropped")
+            originals = []
+        budget -= _header_bytes(originals)
+        if value is not None and len(value) > budget:
+            notes.append(f"value {len(value)} bytes cut to {max(0, budget)}")
+            value = value[: max(0, budget)]
+        return key, value, [*own, *originals, ("truncated", "; ".join(notes).encode())]
 
     def confirm(self, futures: Sequence[Any]) -> int:
         """Flush and check every acknowledgement; SinkError if any letter was not delivered."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Schedule, parse_profile_mix
+from bp.kafka_config import add_security_flags, security_overrides
 from runtime.cli import aware_datetime, non_negative_float, non_negative_int, positive_float, positive_int
 
 DEFAULT_INTERVAL_S = 900.0  # per-patient measurement interval when publishing as fast as possible
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dry-run", action="store_true", help="write Observations as JSON Lines to stdout, no Kafka")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_security_flags(parser)
     return parser
 
 
@@ -182,4 +184,4 @@ def parse_run(argv: list[str] | None = None) -> tuple[Run, dict[str, Any]]:
         dry_run=args.dry_run,
         quiet=args.quiet,
     )
-    return run, {field: getattr(args, flag) for flag, field in SETTINGS_FLAGS.items()}
+    return run, {field: getattr(args, flag) for flag, field in SETTINGS_FLAGS.items()} | security_overrides(args)

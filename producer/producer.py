@@ -23,6 +23,7 @@ from bp.cohort import Cohort, SimReading
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.fhir import CONTENT_TYPE, build_observation
 from bp.kafka_config import admin_kwargs, producer_kwargs
+from bp.redact import mask
 from bp.settings import Settings, load_settings
 from producer.options import Run, parse_run
 from runtime.cli import (
@@ -150,7 +151,8 @@ def ensure_topic(settings: Settings, partitions: int) -> None:
         admin = KafkaAdminClient(**admin_kwargs(settings, "bp-producer-admin"))
     except (KafkaError, OSError) as exc:
         raise EndpointError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s ({exc}); "
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {settings.connect_timeout_s:.0f} s "
+            f"({mask(str(exc), settings.secrets())}); "
             "start it (`make infra-up` or `docker compose up -d` in docker/) or set --bootstrap-servers"
         ) from None
     try:
@@ -161,7 +163,7 @@ def ensure_topic(settings: Settings, partitions: int) -> None:
             except TopicAlreadyExistsError:
                 pass
     except KafkaError as exc:
-        raise EndpointError(f"cannot create topic {settings.topic}: {exc}") from None
+        raise EndpointError(f"cannot create topic {settings.topic}: {mask(str(exc), settings.secrets())}") from None
     finally:
         admin.close()
 
@@ -173,7 +175,9 @@ def make_producer(settings: Settings) -> Any:
     try:
         return KafkaProducer(**producer_kwargs(settings, "bp-producer", linger_ms=10, batch_size=128 * 1024))
     except (KafkaError, OSError) as exc:
-        raise EndpointError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+        raise EndpointError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {mask(str(exc), settings.secrets())}"
+        ) from None
 
 
 def run_kafka(run: Run, settings: Settings, stop: StopFlag) -> Stats:

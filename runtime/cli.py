@@ -17,20 +17,25 @@ from datetime import datetime
 from types import FrameType
 
 from bp.errors import BpError, ConfigError, EndpointError, ModelError
+from bp.redact import mask_urls
 
 NOISY_LOGGERS = ("kafka", "elastic_transport", "elasticsearch", "matplotlib")
 
 
 def configure_logging(program: str, quiet: bool, noisy: Iterable[str] = NOISY_LOGGERS) -> None:
-    """``HH:MM:SS <program> message`` on stderr; client libraries only speak when something is badly wrong."""
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format=f"%(asctime)s {program} %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    """``HH:MM:SS <program> message`` on stderr; client libraries only speak when something is badly wrong.
+
+    Passwords inside URLs are masked in every line (``http://user:***@host``)."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_MaskingFormatter(f"%(asctime)s {program} %(message)s", datefmt="%H:%M:%S"))
     for name in noisy:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class _MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_urls(super().format(record))
 
 
 class StopFlag:
@@ -61,7 +66,7 @@ class StopFlag:
 def error_exit(program: str, exc: BpError) -> int:
     """Print a bp-stream error as one line and return its exit code: 2 for a bad setting or an unreachable
     endpoint, 3 for a missing or mismatched model, 1 for anything else."""
-    print(f"{program}: error: {exc}", file=sys.stderr)
+    print(f"{program}: error: {mask_urls(str(exc))}", file=sys.stderr)
     if isinstance(exc, ConfigError | EndpointError):
         return 2
     if isinstance(exc, ModelError):

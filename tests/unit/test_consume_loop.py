@@ -7,9 +7,10 @@ delivery (Elasticsearch) and in the archive; the end state must still hold every
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from consumer.batch import Batch, sort_batch
 from consumer.commit import CommitProtocol
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.pipeline import Message, Pipeline
+from consumer.retry import Retry
 from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive
 from runtime.cli import StopFlag
 
@@ -170,7 +172,7 @@ def run_loop(tmp_path: Path, sinks: FakeSinks, partitions: int = 3, per_partitio
         DeadLetters(sinks, "bp.dlq"),
         "c1",
     )
-    consume(fake, processor, RunOptions(stop_when_idle=0.3), stop)
+    consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, Retry(60, initial_s=0.0, max_s=0.0))
     return fake
 
 
@@ -224,7 +226,6 @@ def test_archive_failure_while_the_batch_in_flight_fails_too(tmp_path: Path, mon
         return original(self, lines)
 
     monkeypatch.setattr(NormalArchive, "write", flaky)
-    monkeypatch.setattr("consumer.loop.ARCHIVE_RETRY_S", 0.0)
     fake = run_loop(tmp_path, sinks)
     check_end_state(fake, sinks)
 
@@ -271,8 +272,8 @@ class Journal:
         if self.fail_checkpoint:
             raise SinkError("state store unwritable")
 
-    def committed(self, batch: Batch, receipt: int) -> None:
-        self.steps.append(f"committed {batch.next_offsets[(TOPIC, 0)]} ({receipt} docs)")
+    def delivered(self, batch: Batch, receipt: int) -> None:
+        self.steps.append(f"delivered up to {batch.next_offsets[(TOPIC, 0)]} ({receipt} docs)")
 
     def failed(self, batch: Batch, error: SinkError) -> None:
         self.steps.append(f"failed: {error}")
@@ -280,7 +281,7 @@ class Journal:
 
 def protocol_over(fake: FakeConsumer, journal: Journal) -> CommitProtocol[int]:
     return CommitProtocol(
-        fake, journal.deliver, on_committed=journal.committed, on_failed=journal.failed, checkpoint=journal.checkpoint
+        fake, journal.deliver, on_delivered=journal.delivered, on_failed=journal.failed, checkpoint=journal.checkpoint
     )
 
 
@@ -297,7 +298,7 @@ def test_protocol_delivers_then_checkpoints_then_commits(tmp_path: Path) -> None
     sinks.dead.append(value_for(0, 3)[0])
     assert protocol.settle() and protocol.in_flight is None
     protocol.close()
-    assert journal.steps == ["deliver 0", "checkpoint", "committed 5 (1 docs)"]
+    assert journal.steps == ["deliver 0", "checkpoint", "delivered up to 5 (1 docs)"]
     assert fake.committed[TopicPartition(TOPIC, 0)] == 5
 
 
@@ -312,3 +313,155 @@ def test_protocol_failed_checkpoint_commits_nothing_and_rewinds_both_batches(tmp
     protocol.close()
     assert journal.steps == ["deliver 0", "checkpoint", "failed: state store unwritable"]
     assert fake.committed[TopicPartition(TOPIC, 0)] == 0 and fake.position[TopicPartition(TOPIC, 0)] == 0
+
+
+# -------------------------------------------------------------------------- one message never stops a partition
+def poisoned(poison: Record) -> list[Record]:
+    """5 valid readings, the poison, 5 more valid readings on one partition (the issue's acceptance shape)."""
+    valid = [Record(TOPIC, 0, o, value_for(0, o)[0], b"k") for o in (1, 2, 4, 5, 6, 7, 8, 9, 11, 12)]
+    records = [*valid[:5], poison, *valid[5:]]
+    return [dataclasses.replace(record, offset=offset) for offset, record in enumerate(records)]
+
+
+class PoisonSinks(FakeSinks):
+    def assert_has(self, partition: int, offset: int) -> None:  # the poisoned log has its own expectations
+        return None
+
+
+def run_poisoned(tmp_path: Path, poison: Record) -> tuple[FakeConsumer, PoisonSinks, list[tuple[bytes, str]]]:
+    sinks = PoisonSinks(tmp_path / "archive")
+    letters: list[tuple[bytes, str]] = []
+    original_send = sinks.send
+
+    def send(topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        letters.append((value, dict(headers)["reason"].decode()))
+        return original_send(topic, value, key, headers)
+
+    sinks.send = send  # type: ignore[method-assign]
+    fake = FakeConsumer(1, 0, sinks)
+    fake.log[TopicPartition(TOPIC, 0)] = poisoned(poison)
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=sinks.archive)
+    stop = StopFlag()
+    processor = BatchProcessor(
+        settings,
+        Pipeline(model=None),
+        NormalArchive(sinks.archive),
+        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
+        DeadLetters(sinks, "bp.dlq"),
+        "c1",
+    )
+    consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, Retry(60, initial_s=0.0, max_s=0.0))
+    return fake, sinks, letters
+
+
+def valid_accounted(sinks: FakeSinks) -> int:
+    anomalies = {key for key, doc in sinks.stored.items() if "patient_id" in doc}
+    return len(anomalies) + len(sinks.archived())
+
+
+def observation_at(effective: datetime, systolic: float = 118, diastolic: float = 76) -> bytes:
+    return orjson.dumps(build_observation(Reading("px", effective, systolic, diastolic, "poison")))
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        (Record(TOPIC, 0, 0, observation_at(datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))), b"k"),
+         "bad_time"),
+        (Record(TOPIC, 0, 0, observation_at(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))), b"k"),
+         "bad_time"),
+        (Record(TOPIC, 0, 0, observation_at(T0, 185, 125), b"k", timestamp=253_402_300_800_000), "bad_record"),
+    ],
+    ids=["year-9999-normal", "year-1-normal", "year-10000-record-timestamp"],
+)  # fmt: skip
+def test_a_poison_message_is_dead_lettered_and_the_partition_moves_on(
+    tmp_path: Path, poison: Record, reason: str
+) -> None:
+    fake, sinks, letters = run_poisoned(tmp_path, poison)
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 11  # committed to the end
+    assert letters == [(poison.value, reason)]
+    assert valid_accounted(sinks) == 10
+
+
+def test_a_message_that_makes_the_pipeline_raise_is_dead_lettered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Pipeline.decide_batch
+
+    def explode_on_poison(self: Pipeline, messages: Any) -> Any:
+        if any(message.value == b"boom" for message in messages):
+            raise RecursionError("maximum recursion depth exceeded")
+        return original(self, messages)
+
+    monkeypatch.setattr(Pipeline, "decide_batch", explode_on_poison)
+    fake, sinks, letters = run_poisoned(tmp_path, Record(TOPIC, 0, 0, b"boom", b"k"))
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 11
+    assert letters == [(b"boom", "bad_record")] and valid_accounted(sinks) == 10
+
+
+# -------------------------------------------------------------------------------- Kafka errors are ridden out
+class FlakyConsumer(FakeConsumer):
+    """Raises the given Kafka errors from the first polls / commits, then behaves."""
+
+    def __init__(self, sinks: FakeSinks, poll_errors: list[Exception], commit_errors: list[Exception]) -> None:
+        super().__init__(2, 30, sinks)
+        self.poll_errors = poll_errors
+        self.commit_errors = commit_errors
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        if self.poll_errors:
+            raise self.poll_errors.pop(0)
+        return super().poll(timeout_ms, max_records)
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        super().commit(offsets)
+
+
+def test_rebalances_and_broker_errors_at_poll_and_commit_are_retried_not_fatal(tmp_path: Path) -> None:
+    from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaTimeoutError, RebalanceInProgressError
+
+    sinks = FakeSinks(tmp_path / "archive")
+    fake = FlakyConsumer(
+        sinks,
+        poll_errors=[KafkaConnectionError(), KafkaTimeoutError("metadata")],
+        commit_errors=[RebalanceInProgressError(), CommitFailedError("generation"), KafkaTimeoutError("commit")],
+    )
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
+    stop = StopFlag()
+    waits: list[str] = []
+    retry = Retry(60, initial_s=0.0, max_s=0.0)
+    failed = retry.failed
+    retry.failed = lambda why: (waits.append(why), failed(why))[-1]  # type: ignore[method-assign]
+    processor = BatchProcessor(
+        settings,
+        Pipeline(model=None),
+        NormalArchive(sinks.archive),
+        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
+        DeadLetters(sinks, "bp.dlq"),
+        "c1",
+    )
+    consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, retry)
+    assert all(offset == 30 for offset in fake.committed.values())
+    assert len(waits) == 5 and not fake.poll_errors and not fake.commit_errors
+    assert 60 <= processor.totals.messages <= 60 + 3 * 20  # a batch whose commit was refused is counted again
+
+
+def test_retry_backs_off_and_gives_up_after_its_limit() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    retry = Retry(10.0, initial_s=1.0, max_s=4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(4):
+        retry.failed("ES down")
+    assert round(now[0], 6) == 1 + 2 + 4 + 4  # doubling, capped
+    with pytest.raises(SinkError, match="giving up after 11 s"):
+        retry.failed("ES down")
+    retry.succeeded()
+    retry.failed("again")  # a new outage starts a new clock
+    assert round(now[0], 6) == 12

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -135,3 +136,37 @@ def test_bad_flags_are_one_readable_line(args: list[str], code: int, needle: byt
     result = consumer(*args, stdin=b"")
     assert result.returncode == code, result.stderr
     assert needle in result.stderr and b"Traceback" not in result.stderr
+
+
+SECRET = "S3CRET-do-not-print"
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "env", "shown"),
+    [
+        ("consumer.consumer", ["--es-url", f"http://bp:{SECRET}@127.0.0.1:1"], {}, b"http://bp:***@127.0.0.1:1"),
+        ("consumer.consumer", ["--es-url", f"http://bp:{SECRET}@127.0.0.1:port"], {}, b"http://bp:***@127.0.0.1:port"),
+        ("consumer.consumer", ["--es-url", "http://127.0.0.1:1", "--es-password", SECRET, "--es-username", "bp"], {},
+         b"cannot reach Elasticsearch"),
+        ("producer.producer", ["--bootstrap-servers", "127.0.0.1:1", "--count", "1"],
+         {"BP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "BP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+          "BP_KAFKA_SASL_USERNAME": "bp", "BP_KAFKA_SASL_PASSWORD": SECRET}, b"cannot reach Kafka"),
+        ("producer.producer", ["--kafka-sasl-password", SECRET], {}, b"SASL settings given"),
+    ],
+    ids=["es-url-password", "malformed-es-url", "es-password", "kafka-sasl-password", "sasl-password-flag-alone"],
+)  # fmt: skip
+def test_failing_runs_never_print_a_secret(module: str, args: list[str], env: dict[str, str], shown: bytes) -> None:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BP_")},
+        "BP_CONNECT_TIMEOUT_S": "1",
+        "BP_RULES_ONLY": "true",
+        **env,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT, env=environment, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert shown in output and SECRET.encode() not in output
+    assert b"Traceback" not in output and result.stderr.count(b": error: ") == 1

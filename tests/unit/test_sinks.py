@@ -242,3 +242,51 @@ def test_archive_and_index_keep_the_effective_precision(tmp_path: Path) -> None:
     assert document["effective_precision"] == "day"
     timed = Reading("p-1", datetime(2012, 9, 17, 8, tzinfo=UTC), 120.0, 80.0, "o-2")
     assert archive_line(outcome, Normal(timed, "normal", None))["effective_precision"] == "second"
+
+
+def test_a_dead_letter_too_large_for_the_topic_is_truncated_with_its_headers_kept() -> None:
+    producer = FakeProducer()
+    limit = 1_048_576
+    huge = Message(b"{" + b"x" * 5_000_000, b"k1", "bp", 0, 7, headers=(("content-type", b"application/fhir+json"),))
+    small = Message(b"{}", b"k2", "bp", 0, 8)
+    letters = DeadLetters(producer, "bp.dlq", max_request_size=limit)
+    letters.send([(huge, Rejected("too_large", "5000001 bytes", "parse")), (small, Rejected("not_json", "x"))])
+    big, fine = producer.sent
+    size = len(big["value"]) + len(big["key"]) + sum(len(k) + len(v) for k, v in big["headers"].items())
+    assert size < limit and big["value"] == huge.value[: len(big["value"])]
+    headers = big["headers"]
+    assert (headers["reason"], headers["stage"], headers["source-offset"]) == (b"too_large", b"parse", b"7")
+    assert headers["original-content-type"] == b"application/fhir+json"
+    assert b"value 5000001 bytes cut to" in headers["truncated"]
+    assert "truncated" not in fine["headers"] and fine["value"] == b"{}"
+    assert letters.truncated == 1
+
+
+def test_huge_original_headers_are_dropped_before_the_letter_is_refused() -> None:
+    producer = FakeProducer()
+    noisy = Message(b"v", b"k", "bp", 1, 3, headers=tuple((f"h{i}", b"y" * 100_000) for i in range(20)))
+    DeadLetters(producer, "bp.dlq", max_request_size=1_048_576).send([(noisy, Rejected("not_json", "x"))])
+    (letter,) = producer.sent
+    assert letter["value"] == b"v" and b"20 original headers" in letter["headers"]["truncated"]
+    assert letter["headers"]["source-partition"] == b"1"
+
+
+def test_a_letter_the_producer_refuses_is_sent_without_its_payload_not_retried_forever() -> None:
+    class Picky(FakeProducer):
+        def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+            if value is None and key is None:
+                raise ValueError("Need at least one: key or value")
+            if value and value.startswith(b"refuse"):
+                raise TypeError("unsupported")
+            return super().send(topic, value, key, headers)
+
+    producer = Picky()
+    unreadable = Message(None, None, "bp", 0, 5)
+    refused = Message(b"refuse me", b"k", "bp", 0, 6, headers=(("h", b"v"),))
+    DeadLetters(producer, "bp.dlq").send(
+        [(unreadable, Rejected("bad_record", "x", "poll")), (refused, Rejected("x", "y"))]
+    )
+    first, second = producer.sent
+    assert first["value"] == b"" and first["headers"]["source-offset"] == b"5"
+    assert second["value"] == b"" and b"TypeError" in second["headers"]["truncated"]
+    assert second["headers"]["source-offset"] == b"6" and "original-h" not in second["headers"]
