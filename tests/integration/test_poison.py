@@ -21,6 +21,7 @@ import pytest
 
 from bp.fhir import build_observation
 from bp.reading import Reading
+from bp.settings import Settings
 from tests.integration.conftest import Endpoints, read_topic, run_cli, wait_for
 from tests.integration.faults_support import Offsets, kafka_ready, kill, start_consumer, stopped_at_exit
 from tests.integration.test_consumer_kafka import archived_ids, consumer_args, indexed_ids
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 START = datetime(2026, 4, 1, 8, tzinfo=UTC)
 MIB = 1024 * 1024
+OVER_LIMIT = Settings.model_fields["max_message_bytes"].default + MIB  # the parser's default limit, plus 1 MiB
 
 
 class NotUtf8(str):
@@ -74,7 +76,9 @@ CASES = {
         observation(97, 185, 125), "bad_record", timestamp_ms=253_402_300_800_000
     ),
     "header-key-not-utf8": Hostile(observation(96, 118, 76), "bad_record", headers=[(NotUtf8("x"), b"v")]),
-    "five-megabyte-blob": Hostile(b'{"resourceType": "Observation", "note": "' + b"x" * (5 * MIB) + b'"}', "too_large"),
+    "blob-over-the-size-limit": Hostile(
+        b'{"resourceType": "Observation", "note": "' + b"x" * OVER_LIMIT + b'"}', "too_large"
+    ),
 }
 
 
@@ -90,7 +94,11 @@ def send_one_by_one(bootstrap: str, topic: str, values: list[bytes], hostile: Ho
         producer.close()
     if hostile is not None:
         sender = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", compression_type="lz4", max_request_size=8 * MIB, linger_ms=0
+            bootstrap_servers=bootstrap,
+            acks="all",
+            compression_type="lz4",
+            max_request_size=OVER_LIMIT + MIB,
+            linger_ms=0,
         )
         try:
             sender.send(
@@ -147,7 +155,7 @@ def test_one_hostile_message_among_ten_valid_ones(
     assert (headers["source-topic"], headers["source-partition"], headers["source-offset"]) == (
         names["topic"].encode(), b"0", b"5",
     )  # fmt: skip
-    if case == "five-megabyte-blob":  # too large for the dead-letter topic: kept, cut, and said so
+    if case == "blob-over-the-size-limit":  # too large for the dead-letter topic: kept, cut, and said so
         assert len(letter.value) < MIB and hostile.value.startswith(letter.value)
         assert b"cut to" in headers["truncated"]
     elif case != "header-key-not-utf8":  # that one's bytes cannot be read with kafka-python

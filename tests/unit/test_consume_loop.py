@@ -465,3 +465,24 @@ def test_retry_backs_off_and_gives_up_after_its_limit() -> None:
     retry.succeeded()
     retry.failed("again")  # a new outage starts a new clock
     assert round(now[0], 6) == 12
+
+
+def test_a_reading_the_sinks_cannot_place_becomes_a_dead_letter_not_an_exception(tmp_path: Path) -> None:
+    # The parser rejects implausible dates itself; this is the net under it (e.g. a date near datetime's limits
+    # that the archive's day arithmetic overflows, or a record timestamp beyond year 9999).
+    messages = [Message(value_for(0, o)[0], b"k", TOPIC, 0, o) for o in (1, 5, 2)]  # normal, anomaly, normal
+    outcomes = Pipeline(model=None).decide_batch(messages)
+
+    def archive_line(outcome: Any, normal: Any) -> Any:
+        if outcome.message.offset == 1:
+            raise OverflowError("date value out of range")
+        return NormalArchive(tmp_path).line_for(outcome, normal)
+
+    def anomaly_document(outcome: Any, anomaly: Any) -> Document:
+        raise ValueError("year 10000 is out of range")
+
+    batch = sort_batch(messages, outcomes, archive_line=archive_line, anomaly_document=anomaly_document)
+    letters = {message.offset: (rejected.reason, rejected.stage) for message, rejected in batch.dead_letters}
+    assert letters == {1: ("bad_time", "archive"), 5: ("bad_record", "index")}
+    assert len(batch.normals) == 1 and not batch.documents
+    assert (batch.counts.rejected, batch.counts.normal, batch.counts.by_reason["bad_time"]) == (2, 1, 1)
