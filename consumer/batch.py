@@ -9,7 +9,7 @@ stage (archive, index, dead letters, statistics, metrics, commit) reads its own 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,7 @@ class Totals:
     started: float = field(default_factory=time.monotonic)
     counts: Tally = field(default_factory=Tally)
     index_rejected: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)  # "<status>/<kind>" -> alert events
     # poll, decide, archive, index, dead_letters, commit
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -132,6 +133,7 @@ class Totals:
             "anomalies_by_priority": dict(sorted(counts.by_priority.items())),
             "rejected_by_reason": dict(sorted(counts.by_reason.items())),
             "skipped_entries": counts.skipped_entries,
+            "alerts": dict(sorted(self.alerts.items())),
             "seconds": round(elapsed, 2),
             "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,

@@ -1,6 +1,9 @@
 """``python -m consumer.consumer --check FILE|-``: decide Observations from a file or stdin, no Kafka, no ES.
 
-One JSON decision per line on stdout; the run's summary goes to stderr like the streaming consumer's.
+One JSON decision per line on stdout, then one JSON line per alert event (opened, escalated, resolved: the
+reading that caused it is ``observation_id``) from :mod:`bp.alerts` with the model's alert policy (without a
+model: two consecutive rule anomalies), so alerts can be evaluated offline. The run's summary goes to stderr
+like the streaming consumer's.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import IO, Any
 
 import orjson
 
+from bp.alerts import AlertEvent, PatientAlerts, rules_policy
 from bp.errors import ConfigError
 from bp.reading import Normal, Rejected
 from bp.settings import Settings
@@ -40,6 +44,10 @@ def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
     """Decide Observations from a file or stdin (``-``); one JSON decision per line on ``out``."""
     model = None if settings.rules_only else load_model(settings.model_path)
     pipeline = Pipeline(model, retention_days=settings.state_retention_days, limits=settings.parse_limits)
+    alerts = PatientAlerts(
+        rules_policy() if model is None else model.alert_policy, retention_days=settings.state_retention_days
+    )
+    events: list[AlertEvent] = []
     totals = Totals()
     if path == "-":
         documents = list(check_lines(sys.stdin.buffer))
@@ -57,6 +65,12 @@ def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
         totals.counts.add(outcomes)
         for outcome in outcomes:
             out.write(orjson.dumps(decision_json(outcome)) + b"\n")
+            decision = outcome.decision
+            if not isinstance(decision, Rejected):
+                events += alerts.observe(decision.reading, decision.risk)
+    for event in events:
+        out.write(orjson.dumps(event.to_dict()) + b"\n")
+        totals.alerts[f"{event.status.value}/{event.kind.value}"] += 1
     out.flush()
     return totals
 

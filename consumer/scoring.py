@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 
+from bp.alerts import AlertPolicy
 from bp.errors import ModelError
 from bp.features import check_artifact_metadata
 
@@ -27,6 +28,7 @@ class LoadedModel:
     threshold: float
     version: str
     metadata: dict[str, Any]
+    alert_policy: AlertPolicy
 
     def risk(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Probability of a clinically significant episode, one per row, in one call."""
@@ -60,4 +62,8 @@ def load_model(path: Path) -> LoadedModel:
     threshold = check_artifact_metadata(
         metadata, sklearn_version=sklearn.__version__, joblib_version=joblib.__version__
     )
-    return LoadedModel(pipeline, threshold, str(metadata.get("model_version", "unknown")), dict(metadata))
+    try:
+        policy = AlertPolicy.from_dict(metadata["alert_policy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model artifact {path} has no valid alert policy ({exc}); {RETRAIN}") from None
+    return LoadedModel(pipeline, threshold, str(metadata.get("model_version", "unknown")), dict(metadata), policy)

@@ -18,10 +18,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import StandardScaler
 
+from bp.alerts import AlertPolicy
 from bp.cohort import Cohort
 from bp.errors import ModelError
 from bp.features import ARTIFACT_FORMAT, FEATURE_NAMES, PatientHistory, feature_matrix
 from bp.fhir import build_observation
+from bp.reading import Reading
 from consumer.pipeline import Message, Pipeline
 from consumer.scoring import load_model
 
@@ -49,6 +51,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "format": ARTIFACT_FORMAT,
         "feature_names": list(FEATURE_NAMES),
         "threshold": 0.4,
+        "alert_policy": AlertPolicy(threshold=0.4).to_dict(),
         "sklearn_version": sklearn.__version__,
         "joblib_version": joblib.__version__,
         "model_version": "test-small",
@@ -74,7 +77,7 @@ def test_check_reads_json_lines_from_stdin_with_a_model(small_model: Path) -> No
     stdin = b"\n".join([*lines, b"{broken", b'{"resourceType": "Patient"}'])
     result = consumer("--check", "-", "--model", str(small_model), stdin=stdin)
     assert result.returncode == 0, result.stderr
-    decisions = [orjson.loads(line) for line in result.stdout.splitlines()]
+    decisions = [d for d in map(orjson.loads, result.stdout.splitlines()) if "decision" in d]
     assert len(decisions) == 32
     assert [d["reason"] for d in decisions[-2:]] == ["not_json", "wrong_resource_type"]
     assert all(0.0 <= d["risk"] <= 1.0 for d in decisions[:30])
@@ -170,3 +173,43 @@ def test_failing_runs_never_print_a_secret(module: str, args: list[str], env: di
     assert result.returncode == 2, output
     assert shown in output and SECRET.encode() not in output
     assert b"Traceback" not in output and result.stderr.count(b": error: ") == 1
+
+
+def test_check_prints_alert_events_after_the_readings(small_model: Path) -> None:
+    start = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    normal = [(118, 76)] * 10
+    crisis = [(196, 124), (205, 126), (210, 128)]  # confirmed crisis: opens a critical alert
+    after = [(120, 78)] * 12  # back in range: resolves it
+    values = normal + crisis + after
+    lines = [
+        orjson.dumps(build_observation(Reading("pt-1", start + i * timedelta(minutes=15), s, d, f"obs-{i}")))
+        for i, (s, d) in enumerate(values)
+    ]
+    for flags in (["--model", str(small_model)], ["--rules-only"]):
+        result = consumer("--check", "-", *flags, stdin=b"\n".join(lines))
+        assert result.returncode == 0, result.stderr
+        records = [orjson.loads(line) for line in result.stdout.splitlines()]
+        assert ["decision" in r for r in records[: len(values)]] == [True] * len(values)  # readings first ...
+        alerts = records[len(values) :]  # ... then the alert events, in the order they happened
+        assert [(a["status"], a["kind"], a["severity"]) for a in alerts] == [
+            ("opened", "hypertensive", "critical"),
+            ("resolved", "hypertensive", "critical"),
+        ], flags
+        opened, resolved = alerts
+        assert opened["alert_id"] == resolved["alert_id"] == f"pt-1:hypertensive:{opened['observation_id']}"
+        assert opened["observation_id"] in {"obs-10", "obs-11"}  # the first or second crisis reading
+        assert resolved["observation_id"].startswith("obs-") and int(resolved["observation_id"][4:]) >= 13
+        assert set(opened) >= {"alert_id", "patient_id", "kind", "status", "at", "observation_id"}
+        summary = orjson.loads(result.stderr.decode().split("consumer: ", 1)[1])
+        assert summary["alerts"] == {"opened/hypertensive": 1, "resolved/hypertensive": 1}
+
+
+def test_an_artifact_without_an_alert_policy_is_refused(small_model: Path, tmp_path: Path) -> None:
+    bundle = joblib.load(small_model)
+    del bundle["metadata"]["alert_policy"]
+    path = tmp_path / "old.joblib"
+    joblib.dump(bundle, path)
+    sidecar = {**bundle["metadata"], "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match="alert policy"):
+        load_model(path)
