@@ -56,6 +56,7 @@ class CommitProtocol(Generic[R]):
         on_delivered: Callable[[Batch, R], None],
         on_failed: Callable[[Batch, SinkError], None],
         checkpoint: Callable[[Batch], None] | None = None,
+        on_commit_refused: Callable[[SinkError], None] | None = None,
         stage_seconds: MutableMapping[str, float] | None = None,
     ) -> None:
         self.consumer = consumer
@@ -63,6 +64,7 @@ class CommitProtocol(Generic[R]):
         self._on_delivered = on_delivered
         self._on_failed = on_failed
         self._checkpoint = checkpoint
+        self._on_commit_refused = on_commit_refused
         self._stage_seconds: MutableMapping[str, float] = stage_seconds if stage_seconds is not None else {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bp-sinks")
         self._in_flight: tuple[Batch, Future[R]] | None = None
@@ -104,6 +106,8 @@ class CommitProtocol(Generic[R]):
         except SinkError as exc:  # invariant 5
             self.last_error = str(exc)
             log.warning("%s", exc)
+            if self._on_commit_refused is not None:
+                self._on_commit_refused(exc)
             self.rewind(batch.first_offsets, *later)
             return False
         return True

@@ -211,6 +211,7 @@ def consume(
         processor.deliver,
         on_delivered=processor.complete,
         on_failed=processor.rollback,
+        on_commit_refused=lambda _: metrics.retries.labels("commit").inc(),
         stage_seconds=totals.stage_seconds,
     )
 

@@ -30,7 +30,10 @@ class Metrics:
             "bp_skipped_entries", "Bundle entries that are not blood-pressure readings (Patient, ...)", registry=r
         )
         self.retries = Counter(
-            "bp_sink_retries", "Sink write attempts that failed and were retried", ["sink"], registry=r
+            "bp_sink_retries",
+            "Attempts that failed and were retried (sink: batch, elasticsearch, kafka, commit)",
+            ["sink"],
+            registry=r,
         )
         self.batch_size = Histogram("bp_batch_size", "Messages per batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.batch_seconds = Histogram(

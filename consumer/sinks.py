@@ -439,6 +439,8 @@ class DeadLetters:
             for message, rejected in letters:
                 headers = dead_letter_headers(message, rejected.reason, rejected.detail, rejected.stage)
                 key, value, headers = self.fit(message.key, message.value, headers)
+                if headers and headers[-1][0] == "truncated":
+                    log.warning("dead letter of offset %d cut to fit: %s", message.offset, headers[-1][1].decode())
                 if key is None and value is None:  # Kafka wants one of them (a record read without either)
                     value = b""
                 try:

@@ -446,6 +446,9 @@ def test_rebalances_and_broker_errors_at_poll_and_commit_are_retried_not_fatal(t
     assert all(offset == 30 for offset in fake.committed.values())
     assert len(waits) == 5 and not fake.poll_errors and not fake.commit_errors
     assert 60 <= processor.totals.messages <= 60 + 3 * 20  # a batch whose commit was refused is counted again
+    samples = processor.metrics.retries.collect()[0].samples
+    retries = {s.labels["sink"]: s.value for s in samples if s.name.endswith("_total")}
+    assert retries.get("kafka") == 2 and retries.get("commit") == 3
 
 
 def test_retry_backs_off_and_gives_up_after_its_limit() -> None:
@@ -486,3 +489,21 @@ def test_a_reading_the_sinks_cannot_place_becomes_a_dead_letter_not_an_exception
     assert letters == {1: ("bad_time", "archive"), 5: ("bad_record", "index")}
     assert len(batch.normals) == 1 and not batch.documents
     assert (batch.counts.rejected, batch.counts.normal, batch.counts.by_reason["bad_time"]) == (2, 1, 1)
+
+
+def test_a_sink_failing_for_longer_than_the_retry_timeout_ends_the_loop_with_one_error(tmp_path: Path) -> None:
+    sinks = FakeSinks(tmp_path / "archive", fail_bulk_calls=set(range(1, 100_000)))  # Elasticsearch refuses all
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
+    stop = StopFlag()
+    fake = FakeConsumer(2, 30, sinks)
+    processor = BatchProcessor(
+        settings,
+        Pipeline(model=None),
+        NormalArchive(sinks.archive),
+        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
+        DeadLetters(sinks, "bp.dlq"),
+        "c1",
+    )
+    with pytest.raises(SinkError, match=r"giving up after .* s of failures .*Elasticsearch refused"):
+        consume(fake, processor, RunOptions(stop_when_idle=30), stop, Retry(0.3, initial_s=0.01, max_s=0.05))
+    assert all(offset == 0 for offset in fake.committed.values())

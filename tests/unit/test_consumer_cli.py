@@ -155,8 +155,12 @@ SECRET = "S3CRET-do-not-print"
          {"BP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "BP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
           "BP_KAFKA_SASL_USERNAME": "bp", "BP_KAFKA_SASL_PASSWORD": SECRET}, b"cannot reach Kafka"),
         ("producer.producer", ["--kafka-sasl-password", SECRET], {}, b"SASL settings given"),
+        ("consumer.consumer", ["--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "PLAIN",
+                               "--kafka-sasl-username", "bp", "--kafka-sasl-password", SECRET,
+                               "--kafka-ssl-cafile", "/nonexistent/ca.pem"], {}, b"/nonexistent/ca.pem not found"),
     ],
-    ids=["es-url-password", "malformed-es-url", "es-password", "kafka-sasl-password", "sasl-password-flag-alone"],
+    ids=["es-url-password", "malformed-es-url", "es-password", "kafka-sasl-password", "sasl-password-flag-alone",
+         "consumer-security-flags"],
 )  # fmt: skip
 def test_failing_runs_never_print_a_secret(module: str, args: list[str], env: dict[str, str], shown: bytes) -> None:
     environment = {
