@@ -239,6 +239,7 @@ class AlertEvent:
     at: datetime
     observation_id: str
     opened_at: datetime
+    opened_observation_id: str
     hits: int
     worst_systolic: float
     worst_diastolic: float
@@ -253,6 +254,7 @@ class AlertEvent:
             "at": self.at.isoformat(),
             "observation_id": self.observation_id,
             "opened_at": self.opened_at.isoformat(),
+            "opened_observation_id": self.opened_observation_id,
             "hits": self.hits,
             "worst_systolic": self.worst_systolic,
             "worst_diastolic": self.worst_diastolic,
@@ -362,6 +364,7 @@ def _event(alert: OpenAlert, reading: Reading, status: AlertStatus) -> AlertEven
         at=reading.effective,
         observation_id=reading.observation_id or "",
         opened_at=datetime.fromtimestamp(alert.opened_at, UTC),
+        opened_observation_id=alert.opened_observation,
         hits=alert.hits,
         worst_systolic=alert.worst_systolic,
         worst_diastolic=alert.worst_diastolic,

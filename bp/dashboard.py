@@ -16,6 +16,8 @@ ACTIONABLE_TITLE: Final = "Actionable alerts (critical + high)"
 
 # Chart and table panels, by the id the report uses for them.
 PANELS: Final[dict[str, str]] = {
+    "open_alerts": "Open alerts (patients needing attention)",
+    "alerts_over_time": "Alerts opened over time by kind",
     "anomalies_over_time": "Anomalies over time by type",
     "anomaly_rate": "Anomaly rate over time",
     "systolic": "Systolic pressure among anomalies (mmHg)",

@@ -21,6 +21,7 @@ DEFAULT_DLQ_TOPIC = "blood-pressure.dlq"
 DEFAULT_GROUP = "bp-analyzer"
 DEFAULT_INDEX = "bp-anomalies"
 DEFAULT_STATS_INDEX = "bp-stats"
+DEFAULT_ALERTS_INDEX = "bp-alerts"
 DEFAULT_MODEL_PATH = Path("ml/artifacts/bp_logreg.joblib")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
     es_ca_cert: Path | None = Field(None, description="CA certificate to verify Elasticsearch's TLS certificate")
     index: str = Field(DEFAULT_INDEX, description="Elasticsearch index of anomalies")
     stats_index: str = Field(DEFAULT_STATS_INDEX, description="Elasticsearch index of consumer statistics")
+    alerts_index: str = Field(DEFAULT_ALERTS_INDEX, description="Elasticsearch index of patient-level alerts")
 
     # Consumer
     archive_dir: Path = Field(Path("data/normal"), description="directory of the normal-reading archive")
@@ -141,7 +143,7 @@ class Settings(BaseSettings):
             raise ValueError(f"TLS files given but BP_KAFKA_SECURITY_PROTOCOL is {protocol} (SSL or SASL_SSL?)")
         return self
 
-    @field_validator("kafka_bootstrap", "es_url", "topic", "dlq_topic", "group", "index", "stats_index")
+    @field_validator("kafka_bootstrap", "es_url", "topic", "dlq_topic", "group", "index", "stats_index", "alerts_index")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():

@@ -9,11 +9,12 @@ stage (archive, index, dead letters, statistics, metrics, commit) reads its own 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bp.alerts import AlertEvent
 from bp.reading import Anomaly, Decision, Normal, Rejected
 from consumer.pipeline import Message, Outcome, Tally
 from consumer.sinks import ArchiveLine, Document
@@ -41,6 +42,7 @@ def sort_batch(
     *,
     archive_line: Callable[[Outcome, Normal], ArchiveLine],
     anomaly_document: Callable[[Outcome, Anomaly], Document],
+    alert_document: Callable[[Outcome, AlertEvent], Document] | None = None,
     unreadable: Sequence[DeadLetter] = (),
 ) -> Batch:
     """Sort a decided batch by destination in one pass over its outcomes.
@@ -62,12 +64,15 @@ def sort_batch(
                 normals.append(archive_line(outcome, decision))
             elif isinstance(decision, Anomaly):
                 documents.append(anomaly_document(outcome, decision))
+            if alert_document is not None:
+                documents.extend(alert_document(outcome, event) for event in outcome.alerts)
         except Exception as exc:  # contained to this message: it becomes a dead letter
             decision = _contained(decision, exc)
         if isinstance(decision, Rejected):
             letters.append((outcome.message, decision))
         counts.count(decision)
         counts.skipped_entries += outcome.skipped_entries
+        counts.count_alerts(outcome.alerts)
     first: dict[Partition, int] = {}
     following: dict[Partition, int] = {}
     for message in [*messages, *(letter for letter, _ in unreadable)]:
@@ -100,7 +105,6 @@ class Totals:
     started: float = field(default_factory=time.monotonic)
     counts: Tally = field(default_factory=Tally)
     index_rejected: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)  # "<status>/<kind>" -> alert events
     # poll, decide, archive, index, dead_letters, commit
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -133,7 +137,7 @@ class Totals:
             "anomalies_by_priority": dict(sorted(counts.by_priority.items())),
             "rejected_by_reason": dict(sorted(counts.by_reason.items())),
             "skipped_entries": counts.skipped_entries,
-            "alerts": dict(sorted(self.alerts.items())),
+            "alerts": dict(sorted(counts.alerts.items())),
             "seconds": round(elapsed, 2),
             "stage_seconds": {name: round(value, 3) for name, value in sorted(self.stage_seconds.items())},
             "messages_per_second": round(self.messages / elapsed, 1) if elapsed > 0 else None,

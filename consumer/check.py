@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from bp.alerts import AlertEvent, PatientAlerts, rules_policy
+from bp.alerts import AlertEvent, rules_policy
 from bp.errors import ConfigError
 from bp.reading import Normal, Rejected
 from bp.settings import Settings
@@ -43,9 +43,9 @@ def check_lines(source: IO[bytes]) -> Iterator[bytes]:
 def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
     """Decide Observations from a file or stdin (``-``); one JSON decision per line on ``out``."""
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, retention_days=settings.state_retention_days, limits=settings.parse_limits)
-    alerts = PatientAlerts(
-        rules_policy() if model is None else model.alert_policy, retention_days=settings.state_retention_days
+    policy = rules_policy() if model is None else model.alert_policy
+    pipeline = Pipeline(
+        model, retention_days=settings.state_retention_days, limits=settings.parse_limits, alert_policy=policy
     )
     events: list[AlertEvent] = []
     totals = Totals()
@@ -65,12 +65,9 @@ def run_check(settings: Settings, path: str, out: IO[bytes]) -> Totals:
         totals.counts.add(outcomes)
         for outcome in outcomes:
             out.write(orjson.dumps(decision_json(outcome)) + b"\n")
-            decision = outcome.decision
-            if not isinstance(decision, Rejected):
-                events += alerts.observe(decision.reading, decision.risk)
+            events += outcome.alerts
     for event in events:
         out.write(orjson.dumps(event.to_dict()) + b"\n")
-        totals.alerts[f"{event.status.value}/{event.kind.value}"] += 1
     out.flush()
     return totals
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from bp.alerts import rules_policy
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.kafka_config import add_security_flags, security_overrides
 from bp.settings import Settings, load_settings
@@ -39,10 +40,16 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
     from kafka.errors import KafkaError
 
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(model, retention_days=settings.state_retention_days, limits=settings.parse_limits)
+    pipeline = Pipeline(
+        model,
+        retention_days=settings.state_retention_days,
+        limits=settings.parse_limits,
+        alert_policy=rules_policy() if model is None else model.alert_policy,
+    )
     es_client = make_es(settings)
     ensure_template(es_client, "bp-anomalies", settings.index)
     ensure_template(es_client, "bp-stats", settings.stats_index)
+    ensure_template(es_client, "bp-alerts", settings.alerts_index)
     archive = NormalArchive(settings.archive_dir)
     consumer, producer = make_kafka(settings, rebalance_listener(archive))
     name = settings.consumer_instance_id or f"consumer-{id(consumer) & 0xFFFF:04x}"
@@ -122,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--es-ca-cert", type=Path, help="CA certificate for Elasticsearch TLS (env BP_ES_CA_CERT)")
     add("--index", help="anomaly index (env BP_INDEX; default bp-anomalies)")
     add("--stats-index", help="statistics index (env BP_STATS_INDEX; default bp-stats)")
+    add("--alerts-index", help="alerts index (env BP_ALERTS_INDEX; default bp-alerts)")
     add("--archive-dir", type=Path, help="normal-reading archive directory (env BP_ARCHIVE_DIR; default data/normal)")
     add("--model", type=Path, help="model artifact (env BP_MODEL_PATH; default ml/artifacts/bp_logreg.joblib)")
     add("--rules-only", action="store_true", default=None, help="no model: threshold rules only (env BP_RULES_ONLY)")
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             es_ca_cert=args.es_ca_cert,
             index=args.index,
             stats_index=args.stats_index,
+            alerts_index=args.alerts_index,
             archive_dir=args.archive_dir,
             model_path=args.model,
             rules_only=args.rules_only,

@@ -30,6 +30,7 @@ from consumer.sinks import (
     ElasticsearchSink,
     NormalArchive,
     Window,
+    alert_document,
     anomaly_document,
     document_id,
 )
@@ -103,6 +104,12 @@ class BatchProcessor:
             outcomes,
             archive_line=self.archive.line_for,
             anomaly_document=lambda outcome, anomaly: self._document(outcome, anomaly, ingested_at),
+            alert_document=lambda outcome, event: Document(
+                self.settings.alerts_index,
+                event.alert_id,
+                alert_document(event, self.pipeline.model_version, ingested_at),
+                outcome.message,
+            ),
             unreadable=unreadable,
         )
         decided = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from bp.alerts import AlertEvent, AlertPolicy, PatientAlerts, rules_policy
 from bp.clinical import MODEL_RISK, assess, prioritize
 from bp.features import FEATURE_NAMES, PatientHistory
 from bp.fhir import DEFAULT_LIMITS, ParseLimits, parse_message
@@ -47,6 +48,7 @@ class Outcome:
     entry: int
     decision: Decision
     skipped_entries: int = 0
+    alerts: tuple[AlertEvent, ...] = ()  # alert events this reading caused (bp.alerts), in order
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Tally:
     by_priority: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     skipped_entries: int = 0  # Bundle entries that are not readings (Patient, Encounter, ...)
+    alerts: Counter[str] = field(default_factory=Counter)  # alert events by "<status>/<kind>"
 
     @property
     def readings(self) -> int:
@@ -86,10 +89,14 @@ class Tally:
             self.rejected += 1
             self.by_reason[decision.reason] += 1
 
+    def count_alerts(self, events: Iterable[AlertEvent]) -> None:
+        self.alerts.update(f"{e.status.value}/{e.kind.value}" for e in events)
+
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
             self.count(outcome.decision)
             self.skipped_entries += outcome.skipped_entries
+            self.count_alerts(outcome.alerts)
 
     def merge(self, other: Tally) -> None:
         """Add another tally (e.g. one batch's increment) to this one."""
@@ -101,6 +108,7 @@ class Tally:
         self.by_priority.update(other.by_priority)
         self.by_reason.update(other.by_reason)
         self.skipped_entries += other.skipped_entries
+        self.alerts.update(other.alerts)
 
     def copy(self) -> Tally:
         copied = Tally()
@@ -121,8 +129,9 @@ class RiskModel(Protocol):
 
 
 class Pipeline:
-    """Decides batches of messages. Per-patient history (the model's features) is kept per input partition in
-    the :class:`~bp.state.KeyedState` that ``state`` gives for a partition (default: unbounded memory)."""
+    """Decides batches of messages. Per-patient history (the model's features) and alert state (``bp.alerts``,
+    with ``alert_policy``; default: the rules-only policy) are kept per input partition in the
+    :class:`~bp.state.KeyedState` that ``state`` gives for a partition (default: unbounded memory)."""
 
     def __init__(
         self,
@@ -130,12 +139,15 @@ class Pipeline:
         state: Callable[[int], KeyedState] | None = None,
         retention_days: float = DEFAULT_RETENTION_DAYS,
         limits: ParseLimits = DEFAULT_LIMITS,
+        alert_policy: AlertPolicy | None = None,
     ) -> None:
         self.model = model
         self.limits = limits
+        self.alert_policy = alert_policy if alert_policy is not None else rules_policy()
         self._state = state if state is not None else (lambda partition: MemoryState())
         self._retention_days = retention_days
         self._histories: dict[int, PatientHistory] = {}
+        self._alerts: dict[int, PatientAlerts] = {}
 
     def history(self, partition: int) -> PatientHistory:
         """The feature history of one input partition."""
@@ -145,10 +157,19 @@ class Pipeline:
             self._histories[partition] = history
         return history
 
+    def alerts(self, partition: int) -> PatientAlerts:
+        """The alert state of one input partition."""
+        alerts = self._alerts.get(partition)
+        if alerts is None:
+            alerts = PatientAlerts(self.alert_policy, self._state(partition), self._retention_days)
+            self._alerts[partition] = alerts
+        return alerts
+
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the histories of partitions this process no longer owns (they are rebuilt from the store)."""
         for partition in partitions:
             self._histories.pop(partition, None)
+            self._alerts.pop(partition, None)
 
     @property
     def model_version(self) -> str:
@@ -187,7 +208,8 @@ class Pipeline:
         risks = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
         for (slot, skipped), (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
-            outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped)
+            events = self.alerts(message.partition).observe(reading, risk)
+            outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped, events)
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _risks(self, parsed: list[tuple[Message, int, Reading]]) -> Sequence[float | None]:

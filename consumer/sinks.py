@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 
 from bp import archive
+from bp.alerts import AlertEvent, AlertStatus
 from bp.clinical import ANOMALY_TYPES
 from bp.errors import ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Reading, Rejected
@@ -171,6 +172,30 @@ def document_id(reading: Reading) -> str:
         return reading.observation_id
     key = f"{reading.patient_id}|{reading.effective.isoformat()}|{reading.systolic}|{reading.diastolic}"
     return "h-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def alert_document(event: AlertEvent, model_version: str, ingested_at: str) -> dict[str, Any]:
+    """The ``bp-alerts`` document of an alert after ``event``: indexed with ``_id`` = the alert id, so each event
+    of an alert overwrites the one before (the latest state wins, replays write the same documents)."""
+    resolved = event.status is AlertStatus.RESOLVED
+    return {
+        "alert_id": event.alert_id,
+        "patient_id": event.patient_id,
+        "kind": event.kind.value,
+        "severity": event.severity.value,
+        "status": "resolved" if resolved else "open",
+        "last_event": event.status.value,
+        "opened_at": event.opened_at.isoformat(),
+        "opened_observation_id": event.opened_observation_id,
+        "last_event_at": event.at.isoformat(),
+        "resolved_at": event.at.isoformat() if resolved else None,
+        "observation_id": event.observation_id,
+        "hits": event.hits,
+        "worst_systolic": event.worst_systolic,
+        "worst_diastolic": event.worst_diastolic,
+        "model_version": model_version,
+        "ingested_at": ingested_at,
+    }
 
 
 def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, ingested_at: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from bp.archive import LAYOUT
 from infra.standin import StandIn, StandInError, free_port, real_endpoints_configured
 
 ROOT = Path(__file__).resolve().parent.parent
+READING_INTERVAL_S = 900  # simulated: one reading per patient every 15 minutes (an ambulatory monitor)
 MALFORMED = [
     b"this is not JSON",
     b'{"resourceType": "Patient", "id": "not-an-observation"}',
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         run("producer.producer",
             ["--count", str(args.count), "--rate", "0", "--patients", str(args.patients), "--seed", str(args.seed),
-             "--emit-truth"], env, timeout=300)  # fmt: skip
+             "--interval", str(READING_INTERVAL_S), "--emit-truth"], env, timeout=300)  # fmt: skip
         inject_malformed(env["BP_KAFKA_BOOTSTRAP"], env.get("BP_TOPIC", "blood-pressure"))
         print(f"demo: also sent {len(MALFORMED)} malformed messages to show the dead-letter path")
         consumer_args = ["--stop-when-idle", "3", "--summary-json", str(summary_file), "--instance-id", "demo"]
@@ -101,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "consumer.report", "--output", str(report)], cwd=ROOT, env=env, timeout=300,
             check=False, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        print_summary(
-            summary, elapsed, archive, env, report if report_result.returncode == 0 else None
-        )
+        patient_days = args.count * READING_INTERVAL_S / 86_400
+        print_summary(summary, elapsed, archive, env, report if report_result.returncode == 0 else None, patient_days)
         if report_result.returncode != 0:
             sys.stderr.write(report_result.stderr)
             print("demo: the report failed (see above)")
@@ -122,8 +122,28 @@ def main(argv: list[str] | None = None) -> int:
             print("demo: stand-in stopped")
 
 
+def alert_lines(alerts: dict[str, int], patient_days: float) -> list[str]:
+    """Patient-level alerts first: what a clinician would be asked to look at, and how often."""
+    opened = {k.split("/", 1)[1]: n for k, n in alerts.items() if k.startswith("opened/")}
+    resolved = {k.split("/", 1)[1]: n for k, n in alerts.items() if k.startswith("resolved/")}
+    total = sum(opened.values())
+    burden = f"{total / patient_days:.2f} per patient-day" if patient_days else "n/a per patient-day"
+    lines = [f"alerts opened          {total:>8}   ({burden}; {patient_days:.1f} patient-days simulated)"]
+    for kind in sorted(set(opened) | set(resolved)):
+        lines.append(f"  {kind:<20} opened {opened.get(kind, 0):>4}, resolved {resolved.get(kind, 0):>4}")
+    escalated = sum(n for k, n in alerts.items() if k.startswith("escalated/"))
+    if escalated:
+        lines.append(f"  escalated to critical {escalated:>4}")
+    return lines
+
+
 def print_summary(
-    summary: dict[str, Any], elapsed: float, archive: Path, env: dict[str, str], report: Path | None
+    summary: dict[str, Any],
+    elapsed: float,
+    archive: Path,
+    env: dict[str, str],
+    report: Path | None,
+    patient_days: float = 0.0,
 ) -> None:
     decided = summary["normal"] + summary["anomalies"]
     rate = 100.0 * summary["anomalies"] / decided if decided else 0.0
@@ -135,6 +155,7 @@ def print_summary(
         "bp-stream demo summary",
         "=" * 72,
         f"messages consumed      {summary['messages']:>8}   ({summary['readings']} readings, {elapsed:.1f} s total)",
+        *alert_lines(summary.get("alerts", {}), patient_days),
         f"normal (archived)      {summary['normal']:>8}",
         f"anomalies (indexed)    {summary['anomalies']:>8}   ({rate:.1f} % of readings)",
     ]

@@ -46,6 +46,7 @@ class SearchClient(Protocol):
     @property
     def search(self) -> Callable[..., Any]: ...
 
+
 CRITICAL_QUERY: dict[str, Any] = {"term": {"priority": Priority.CRITICAL.value}}
 # Kibana: priority : "critical" or category : "hypertensive_crisis"
 PEAKS_QUERY: dict[str, Any] = {

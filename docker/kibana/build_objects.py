@@ -51,6 +51,7 @@ from bp.dashboard import (  # noqa: E402
 
 OUTPUT = _HERE / "bp-stream.ndjson"
 
+ALERTS_VIEW = "bp-stream-alerts"
 ANOMALIES_VIEW = "bp-stream-anomalies"
 STATS_VIEW = "bp-stream-stats"
 DASHBOARD_ID = "bp-stream-surveillance"
@@ -65,6 +66,29 @@ def build() -> list[Json]:
     """All saved objects, in import order (data views first)."""
     anomalies = data_view(ANOMALIES_VIEW, "bp-anomalies*", "effective", "bp-stream anomalies")
     stats = data_view(STATS_VIEW, "bp-stats*", "window_end", "bp-stream consumer stats")
+    alerts = data_view(ALERTS_VIEW, "bp-alerts*", "opened_at", "bp-stream alerts")
+    open_alerts = saved_search(
+        "bp-open-alerts",
+        PANELS["open_alerts"],
+        ALERTS_VIEW,
+        ["patient_id", "kind", "severity", "hits", "worst_systolic", "worst_diastolic", "last_event_at"],
+        "opened_at",
+        'status : "open"',
+    )
+    alerts_over_time = lens(
+        "bp-alerts-over-time",
+        PANELS["alerts_over_time"],
+        ALERTS_VIEW,
+        "alerts",
+        {
+            "time": date_histogram("opened_at"),
+            "kind": terms("kind", "Kind", 2, order_by="count"),
+            "count": count("Alerts"),
+        },
+        "lnsXY",
+        xy("alerts", "bar_stacked", "time", ["count"], split="kind"),
+        description="Patient-level alerts (bp.alerts): one per patient and kind while the problem lasts.",
+    )
 
     total = metric("bp-anomaly-count", ANOMALIES_TITLE, ANOMALIES_VIEW, "metric", "Anomalies", "")
     actionable = metric(
@@ -151,21 +175,26 @@ def build() -> list[Json]:
     board = dashboard(
         DASHBOARD_ID,
         DASHBOARD_TITLE,
-        "bp-stream: anomalous blood-pressure readings indexed by the consumer (bp-anomalies*) and the "
-        "consumers' window statistics (bp-stats*).",
+        "bp-stream: patient-level alerts (bp-alerts*), anomalous blood-pressure readings indexed by the consumer "
+        "(bp-anomalies*) and the consumers' window statistics (bp-stats*).",
         [
-            (total, 0, 0, 24, 6),
-            (actionable, 24, 0, 24, 6),
-            (by_type, 0, 6, 24, 14),
-            (rate, 24, 6, 24, 14),
-            (systolic, 0, 20, 24, 12),
-            (diastolic, 24, 20, 24, 12),
-            (peaks, 0, 32, 32, 14),
-            (top_patients, 32, 32, 16, 14),
-            (latest, 0, 46, 48, 16),
+            (open_alerts, 0, 0, 32, 14),
+            (alerts_over_time, 32, 0, 16, 14),
+            (total, 0, 14, 24, 6),
+            (actionable, 24, 14, 24, 6),
+            (by_type, 0, 20, 24, 14),
+            (rate, 24, 20, 24, 14),
+            (systolic, 0, 34, 24, 12),
+            (diastolic, 24, 34, 24, 12),
+            (peaks, 0, 46, 32, 14),
+            (top_patients, 32, 46, 16, 14),
+            (latest, 0, 60, 48, 16),
         ],
     )
-    return [anomalies, stats, total, actionable, by_type, rate, systolic, diastolic, peaks, top_patients, latest, board]
+    return [
+        anomalies, stats, alerts, open_alerts, alerts_over_time, total, actionable, by_type, rate, systolic,
+        diastolic, peaks, top_patients, latest, board,
+    ]  # fmt: skip
 
 
 def render(objects: list[Json]) -> str:

@@ -37,6 +37,7 @@ GENERATOR = DOCKER / "kibana" / "build_objects.py"
 TEMPLATE_FILES = {
     "bp-anomalies": DOCKER / "elasticsearch" / "bp-anomalies.template.json",
     "bp-stats": DOCKER / "elasticsearch" / "bp-stats.template.json",
+    "bp-alerts": DOCKER / "elasticsearch" / "bp-alerts.template.json",
 }
 
 # The contract with the producer and the consumer (from the project brief, not read from the files under test).
@@ -881,7 +882,7 @@ def test_data_views_use_the_time_fields_the_consumer_writes(ndjson_text: str) ->
         for o in objects_of(ndjson_text)
         if o["type"] == "index-pattern"
     }
-    assert views == {"bp-anomalies*": "effective", "bp-stats*": "window_end"}
+    assert views == {"bp-anomalies*": "effective", "bp-stats*": "window_end", "bp-alerts*": "opened_at"}
 
 
 def _lens_columns(obj: Json) -> list[Json]:
@@ -917,10 +918,16 @@ def test_dashboard_has_the_required_panels(ndjson_text: str) -> None:
     critical = [p for p in lenses if "critical" in query(p)]
     assert any(_uses(p, "date_histogram", "effective") for p in critical)
     assert any(_uses(p, "terms", "patient_id") for p in critical)
-    # table of the latest critical alerts
+    # table of the latest critical readings, and of the open patient-level alerts (first panel)
     searches = [p for p in panels if p["type"] == "search"]
-    assert len(searches) == 1
-    latest = searches[0]["attributes"]
+    assert len(searches) == 2
+    open_alerts = searches[0]["attributes"]
+    assert dashboards[0]["references"][0]["id"] == searches[0]["id"]  # alerts lead the dashboard
+    assert open_alerts["sort"] == [["opened_at", "desc"]]
+    assert {"patient_id", "kind", "severity", "hits", "worst_systolic"} <= set(open_alerts["columns"])
+    assert '"open"' in json.loads(open_alerts["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+    assert any(_uses(p, "date_histogram", "opened_at") and _uses(p, "terms", "kind") for p in lenses)
+    latest = searches[1]["attributes"]
     assert latest["sort"] == [["effective", "desc"]]
     assert {"patient_id", "systolic", "diastolic", "category", "priority", "ml_risk"} <= set(latest["columns"])
     source = json.loads(latest["kibanaSavedObjectMeta"]["searchSourceJSON"])
