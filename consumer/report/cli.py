@@ -13,7 +13,7 @@ from bp.errors import BpError, ConfigError
 from bp.settings import Settings, load_settings
 from consumer.report.archive import scan_archive
 from consumer.report.model import Report, Sources, public_url
-from consumer.report.queries import query_anomalies, query_stats
+from consumer.report.queries import query_alerts, query_anomalies, query_stats
 from consumer.report.render import rate_text, render_html
 from runtime.cli import configure_logging, error_exit
 from runtime.files import atomic_write_text
@@ -69,6 +69,7 @@ def build_report(settings: Settings) -> Report:
         log.info("querying %s and %s at %s", settings.index, settings.stats_index, public_url(settings.es_url))
         anomalies = query_anomalies(es, settings.index)
         stats = query_stats(es, settings.stats_index)
+        alerts = query_alerts(es, settings.alerts_index)
     finally:
         es.close()
     log.info("reading the archive %s", settings.archive_dir)
@@ -79,6 +80,7 @@ def build_report(settings: Settings) -> Report:
         anomalies=anomalies,
         stats=stats,
         archive=archive,
+        alerts=alerts,
     )
     notes = consistency_notes(report)
     for note in notes:
@@ -88,8 +90,9 @@ def build_report(settings: Settings) -> Report:
 
 def headline(report: Report) -> str:
     return (
-        f"readings {report.readings}, normal {report.normal}, anomalies {report.anomalies.total} "
-        f"(rate {rate_text(report.anomaly_rate)}), actionable {report.actionable}, rejected {report.rejected}"
+        f"open alerts {len(report.alerts.open)}, readings {report.readings}, normal {report.normal}, "
+        f"anomalies {report.anomalies.total} (rate {rate_text(report.anomaly_rate)}), "
+        f"actionable {report.actionable}, rejected {report.rejected}"
     )
 
 
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--es-url", help="Elasticsearch URL (env BP_ES_URL; default http://localhost:9200)")
     add("--index", help="anomaly index (env BP_INDEX; default bp-anomalies)")
     add("--stats-index", help="statistics index (env BP_STATS_INDEX; default bp-stats)")
+    add("--alerts-index", help="alerts index (env BP_ALERTS_INDEX; default bp-alerts)")
     add("--archive-dir", type=Path, help="normal-reading archive directory (env BP_ARCHIVE_DIR; default data/normal)")
     add("--quiet", action="store_true", help="warnings and errors only")
     return parser
@@ -117,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("report", args.quiet)
     try:
         settings = load_settings(
-            es_url=args.es_url, index=args.index, stats_index=args.stats_index, archive_dir=args.archive_dir
+            es_url=args.es_url,
+            index=args.index,
+            stats_index=args.stats_index,
+            alerts_index=args.alerts_index,
+            archive_dir=args.archive_dir,
         )
         if args.output.is_dir():  # checked again when writing; fail before the queries if it is wrong already
             raise ConfigError(f"--output {args.output} is a directory; give a file name")

@@ -164,6 +164,36 @@ class StatsSummary:
         }
 
 
+SEVERITY_ORDER = {"critical": 0, "high": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSummary:
+    """The alerts index (``bp.alerts`` episodes): the open alerts, most severe and longest open first."""
+
+    exists: bool = True
+    total: int = 0
+    open: tuple[Mapping[str, Any], ...] = ()
+    by_status: Mapping[str, int] = field(default_factory=dict)
+    by_kind: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exists": self.exists,
+            "total": self.total,
+            "by_status": dict(self.by_status),
+            "by_kind": dict(self.by_kind),
+            "open": list(self.open),
+        }
+
+
+def open_first(alerts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    """Critical before high, then the longest open first."""
+    return tuple(
+        sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(str(a.get("severity")), 9), str(a.get("opened_at"))))
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Sources:
     es_url: str
@@ -180,6 +210,7 @@ class Report:
     stats: StatsSummary
     archive: ArchiveSummary
     notes: tuple[str, ...] = ()
+    alerts: AlertSummary = field(default_factory=lambda: AlertSummary(exists=False))
 
     @property
     def normal(self) -> int:
@@ -230,6 +261,7 @@ class Report:
             "summary": self.summary(),
             "anomalies_first": iso(anomalies.first),
             "anomalies_last": iso(anomalies.last),
+            "alerts": self.alerts.to_json(),
             "consumer_stats": self.stats.to_json(),
             "archive": self.archive.to_json(),
             "panels": {

@@ -19,16 +19,20 @@ from consumer.report.model import (
     LATEST_ALERTS,
     PRIORITIES,
     TOP_PATIENTS,
+    AlertSummary,
     AnomalySummary,
     StatsSummary,
     TimeSeries,
     choose_interval,
     choose_width,
     histogram,
+    open_first,
     parse_time,
     span_ms,
     time_series,
 )
+
+OPEN_ALERTS = 100  # at most this many open alerts listed
 
 log = logging.getLogger("bp.report")
 
@@ -126,6 +130,41 @@ def _with_known(counts: Mapping[str, int], known: Sequence[str]) -> dict[str, in
 def _total(result: Mapping[str, Any]) -> int:
     total = result["hits"]["total"]
     return int(total["value"] if isinstance(total, Mapping) else total)
+
+
+def query_alerts(es: SearchClient, index: str) -> AlertSummary:
+    """The alerts index: counts by status and kind, and the open alerts (most severe, longest open first)."""
+    if not _exists(es, index):
+        return AlertSummary(exists=False)
+    result = _call(
+        "alerts",
+        es.search,
+        index=index,
+        size=OPEN_ALERTS,
+        track_total_hits=True,
+        query={"term": {"status": "open"}},
+        sort=[{"opened_at": {"order": "asc"}}],
+        aggs={},
+    )
+    overview = _call(
+        "alert counts",
+        es.search,
+        index=index,
+        size=0,
+        track_total_hits=True,
+        aggs={
+            "by_status": {"terms": {"field": "status", "size": 10}},
+            "by_kind": {"terms": {"field": "kind", "size": 10}},
+        },
+    )
+    aggs = overview["aggregations"]
+    return AlertSummary(
+        exists=True,
+        total=_total(overview),
+        open=open_first(hit["_source"] for hit in result["hits"]["hits"]),
+        by_status=_terms(aggs["by_status"]),
+        by_kind=_terms(aggs["by_kind"]),
+    )
 
 
 def query_anomalies(es: SearchClient, index: str) -> AnomalySummary:

@@ -20,6 +20,7 @@ from consumer.report import model
 from consumer.report.archive import scan_archive
 from consumer.report.cli import write_report
 from consumer.report.model import (
+    AlertSummary,
     AnomalySummary,
     ArchiveSummary,
     Histogram,
@@ -28,6 +29,7 @@ from consumer.report.model import (
     StatsSummary,
     choose_interval,
     histogram,
+    open_first,
     public_url,
     time_series,
 )
@@ -231,3 +233,22 @@ def _visible_text(page: str) -> str:
     parser = _Text()
     parser.feed(page)
     return "".join(parser.parts)
+
+
+def test_the_report_leads_with_the_open_alerts_most_severe_and_oldest_first() -> None:
+    def alert(pid: str, severity: str, opened: str) -> dict[str, object]:
+        return {"alert_id": f"{pid}:hypertensive:o1", "patient_id": pid, "kind": "hypertensive", "status": "open",
+                "severity": severity, "opened_at": opened, "last_event_at": opened, "hits": 3,
+                "worst_systolic": 171.0, "worst_diastolic": 99.0}  # fmt: skip
+
+    raw = [alert("pt-late", "high", "2026-03-01T10:00:00+00:00"), alert("pt-<b>", "high", "2026-03-01T08:00:00+00:00"),
+           alert("pt-crit", "critical", "2026-03-01T11:00:00+00:00")]  # fmt: skip
+    alerts = AlertSummary(total=5, open=open_first(raw), by_status={"open": 3, "resolved": 2},
+                          by_kind={"hypertensive": 5})  # fmt: skip
+    page = render_html(dataclasses.replace(_report(), alerts=alerts))
+    assert page.index(PANELS["open_alerts"]) < page.index("<h2>Summary</h2>")  # alerts come first
+    rows = re.findall(r'data-alert-id="([^"]+)"', page)
+    assert rows == ["pt-crit:hypertensive:o1", "pt-&lt;b&gt;:hypertensive:o1", "pt-late:hypertensive:o1"]
+    assert "<b>" not in page.split("<script")[0]  # escaped
+    empty = render_html(_report())  # no alerts index yet
+    assert "No alerts index yet" in empty
