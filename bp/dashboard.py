@@ -17,6 +17,7 @@ ACTIONABLE_TITLE: Final = "Actionable alerts (critical + high)"
 # Chart and table panels, by the id the report uses for them.
 PANELS: Final[dict[str, str]] = {
     "open_alerts": "Open alerts (patients needing attention)",
+    "alerts_over_time": "Alerts opened over time by kind",
     "anomalies_over_time": "Anomalies over time by type",
     "anomaly_rate": "Anomaly rate over time",
     "systolic": "Systolic pressure among anomalies (mmHg)",
@@ -25,9 +26,6 @@ PANELS: Final[dict[str, str]] = {
     "top_patients": "Patients with the most critical readings",
     "latest_critical": "Latest critical alerts",
 }
-
-# Kibana only (the report lists the open alerts, not their history).
-ALERTS_OVER_TIME_TITLE: Final = "Alerts opened over time by kind"
 
 # Explanations shown under the panels that need one.
 MULTI_TYPE_NOTE: Final = "A reading with several anomaly types counts once per type."

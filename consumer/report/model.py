@@ -176,9 +176,19 @@ class AlertSummary:
     open: tuple[Mapping[str, Any], ...] = ()
     by_status: Mapping[str, int] = field(default_factory=dict)
     by_kind: Mapping[str, int] = field(default_factory=dict)
+    over_time: TimeSeries | None = None  # opened alerts per bucket of opened_at, by kind
+
+    def rows_over_time(self) -> list[tuple[int, dict[str, float]]]:
+        """(bucket start in epoch ms, count per kind) of the buckets in which alerts opened."""
+        series = self.over_time
+        if series is None:
+            return []
+        rows = [(start, {k: v[i] for k, v in series.series.items()}) for i, start in enumerate(series.starts)]
+        return [(start, counts) for start, counts in rows if any(counts.values())]
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "over_time": self.over_time.to_json() if self.over_time else None,
             "exists": self.exists,
             "total": self.total,
             "by_status": dict(self.by_status),
@@ -189,9 +199,7 @@ class AlertSummary:
 
 def open_first(alerts: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
     """Critical before high, then the longest open first."""
-    return tuple(
-        sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(str(a.get("severity")), 9), str(a.get("opened_at"))))
-    )
+    return tuple(sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(str(a.get("severity")), 9), str(a.get("opened_at")))))
 
 
 @dataclass(frozen=True, slots=True)

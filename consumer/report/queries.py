@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from bp.alerts import AlertKind
 from bp.clinical import ANOMALY_TYPES, Category
 from bp.errors import EndpointError
 from bp.reading import Priority
@@ -33,6 +34,7 @@ from consumer.report.model import (
 )
 
 OPEN_ALERTS = 100  # at most this many open alerts listed
+ALERT_KINDS = tuple(kind.value for kind in AlertKind)
 
 log = logging.getLogger("bp.report")
 
@@ -158,8 +160,24 @@ def query_alerts(es: SearchClient, index: str) -> AlertSummary:
         },
     )
     aggs = overview["aggregations"]
+    interval, interval_ms = choose_interval(
+        span_ms(_edge_time(es, index, "opened_at", "asc"), _edge_time(es, index, "opened_at", "desc"))
+    )
+    buckets = _call(
+        "alerts over time",
+        es.search,
+        index=index,
+        size=0,
+        aggs={
+            "over_time": {
+                "date_histogram": {"field": "opened_at", "fixed_interval": interval},
+                "aggs": {"kinds": {"terms": {"field": "kind", "size": 10}}},
+            }
+        },
+    )["aggregations"]["over_time"]["buckets"]
     return AlertSummary(
         exists=True,
+        over_time=time_series(((b["key"], _terms(b["kinds"])) for b in buckets), interval, interval_ms, ALERT_KINDS),
         total=_total(overview),
         open=open_first(hit["_source"] for hit in result["hits"]["hits"]),
         by_status=_terms(aggs["by_status"]),

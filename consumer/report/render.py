@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from bp.alerts import AlertKind
 from bp.clinical import HYPERTENSION, HYPOTENSION
 from bp.dashboard import ACTIONABLE_TITLE, ANOMALIES_TITLE, DASHBOARD_TITLE, MULTI_TYPE_NOTE, PANELS, PEAKS_NOTE
 from consumer.report.charts import (
@@ -73,6 +74,10 @@ def time_text(value: datetime | str | None) -> str:
     return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def epoch_ms_text(value: int) -> str:
+    return time_text(datetime.fromtimestamp(value / 1000, UTC))
+
+
 def number_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -117,6 +122,7 @@ def environment() -> Environment:
         count=count_text,
         rate=rate_text,
         time=time_text,
+        epoch_ms_time=epoch_ms_text,
         number=number_text,
         raw=raw_value,
         share=share_text,
@@ -190,6 +196,7 @@ def render_html(report: Report, template: str = TEMPLATE, **extra: Any) -> str:
         "breakdown": breakdown(report),
         "panels": panels(report),
         "latest_alerts": LATEST_ALERTS,
+        "alert_kinds": [kind.value for kind in AlertKind],
         "data": report.to_json(),
         **extra,
     }

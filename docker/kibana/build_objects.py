@@ -42,7 +42,6 @@ from saved_objects import (  # noqa: E402
 
 from bp.dashboard import (  # noqa: E402
     ACTIONABLE_TITLE,
-    ALERTS_OVER_TIME_TITLE,
     ANOMALIES_TITLE,
     DASHBOARD_TITLE,
     MULTI_TYPE_NOTE,
@@ -78,7 +77,7 @@ def build() -> list[Json]:
     )
     alerts_over_time = lens(
         "bp-alerts-over-time",
-        ALERTS_OVER_TIME_TITLE,
+        PANELS["alerts_over_time"],
         ALERTS_VIEW,
         "alerts",
         {

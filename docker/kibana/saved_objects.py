@@ -331,4 +331,3 @@ def dashboard(id_: str, title: str, description: str, panels: list[tuple[Json, i
         },
         references,
     )
-
