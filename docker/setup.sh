@@ -2,7 +2,7 @@
 # bp-stream one-shot setup: Kafka topics, Elasticsearch index templates, Kibana saved objects.
 #
 #   setup.sh kafka     create the topics           (needs the Kafka tools: runs in the apache/kafka image)
-#   setup.sh elastic   index templates + Kibana     (needs curl: runs in the curlimages/curl image)
+#   setup.sh elastic   index templates, indices + Kibana (needs curl: runs in the curlimages/curl image)
 #   setup.sh all       both                         (e.g. on a host that has both, with the URLs below set)
 #
 # Idempotent, safe to re-run: topics are created only if absent, templates are PUT (replaced), saved objects
@@ -110,6 +110,18 @@ setup_elastic() {
             die "index template $name: HTTP $code: $(cat "$body")"
         fi
         log "index template $name installed"
+    done
+    # Each index exists from the start (empty, with the template's mapping), so the dashboard's data views find
+    # their fields before the first document. An existing index is left as it is (HTTP 400, already exists).
+    for name in $TEMPLATES; do
+        code=$(http PUT "$ES_URL/$name" "$body") || die "index $name: request failed"
+        if [ "$code" = 200 ]; then
+            log "index $name created"
+        elif [ "$code" = 400 ] && grep -q resource_already_exists_exception "$body"; then
+            log "index $name exists"
+        else
+            die "index $name: HTTP $code: $(cat "$body")"
+        fi
     done
 
     objects="$HERE/$KIBANA_OBJECTS"

@@ -771,6 +771,7 @@ class _FakeStack(http.server.BaseHTTPRequestHandler):
     HTTP 200 with "success":false when an object cannot be imported."""
 
     templates: dict[str, Json]
+    indices: list[str]
     imported: list[list[Json]]
     import_fails: bool
 
@@ -793,7 +794,16 @@ class _FakeStack(http.server.BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         name = self.path.rsplit("/", 1)[-1]
-        self.templates[name] = json.loads(self._body())
+        body = self._body()
+        if not self.path.startswith("/_index_template/"):  # create an index: once, then "already exists"
+            if name in self.indices:
+                self._reply(400, {"error": {"type": "resource_already_exists_exception"}, "status": 400})
+                return
+            assert name in self.templates, "an index is created after its template"
+            self.indices.append(name)
+            self._reply(200, {"acknowledged": True, "index": name})
+            return
+        self.templates[name] = json.loads(body)
         self._reply(200, {"acknowledged": True})
 
     def do_POST(self) -> None:
@@ -819,7 +829,7 @@ class _FakeStack(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_stack() -> Iterator[tuple[str, type[_FakeStack]]]:
-    handler = type("Handler", (_FakeStack,), {"templates": {}, "imported": [], "import_fails": False})
+    handler = type("Handler", (_FakeStack,), {"templates": {}, "indices": [], "imported": [], "import_fails": False})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -846,6 +856,7 @@ def test_setup_installs_templates_and_imports_objects_and_can_rerun(
         result = _run_setup(url)
         assert result.returncode == 0, result.stderr
     assert stack.templates == templates
+    assert stack.indices == list(TEMPLATE_FILES)  # each index created once, before the first document
     assert stack.imported == [objects_of(ndjson_text)] * 2
 
 
