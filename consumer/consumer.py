@@ -23,12 +23,13 @@ from bp.settings import Settings, load_settings
 from consumer.batch import Totals
 from consumer.check import run_check
 from consumer.clients import make_es, make_kafka, rebalance_listener
+from consumer.dead_letters import DeadLetters
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.retry import Retry
 from consumer.scoring import load_model
-from consumer.sinks import DeadLetters, ElasticsearchSink, NormalArchive, ensure_template
+from consumer.sinks import ElasticsearchSink, NormalArchive, ensure_template
 from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
 
 __all__ = ["main", "make_es", "run"]  # make_es: consumer.report imports it from here

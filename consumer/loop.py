@@ -21,11 +21,11 @@ from bp.settings import Settings
 from consumer.batch import Batch, DeadLetter, Partition, Totals, one_per_message, sort_batch
 from consumer.clients import lag, to_message
 from consumer.commit import CommitProtocol
+from consumer.dead_letters import DeadLetters
 from consumer.metrics import Metrics
 from consumer.pipeline import Message, Outcome, Pipeline
 from consumer.retry import Retry
 from consumer.sinks import (
-    DeadLetters,
     Document,
     ElasticsearchSink,
     NormalArchive,

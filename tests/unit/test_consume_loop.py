@@ -24,10 +24,11 @@ from bp.reading import Reading
 from bp.settings import load_settings
 from consumer.batch import Batch, sort_batch
 from consumer.commit import CommitProtocol
+from consumer.dead_letters import DeadLetters
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.pipeline import Message, Pipeline
 from consumer.retry import Retry
-from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive
+from consumer.sinks import Document, ElasticsearchSink, NormalArchive
 from runtime.cli import StopFlag
 
 TOPIC = "bp"

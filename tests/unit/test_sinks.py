@@ -12,8 +12,9 @@ import pytest
 
 from bp.errors import SinkError
 from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
+from consumer.dead_letters import DeadLetters
 from consumer.pipeline import Message, Outcome, Tally
-from consumer.sinks import DeadLetters, Document, ElasticsearchSink, NormalArchive, Window, document_id
+from consumer.sinks import Document, ElasticsearchSink, NormalArchive, Window, document_id
 
 T0 = datetime(2026, 5, 4, 23, 50, tzinfo=UTC)
 
