@@ -14,10 +14,11 @@ from bp.settings import Settings, load_settings
 from consumer.report.archive import scan_archive
 from consumer.report.model import Report, Sources, public_url
 from consumer.report.queries import query_alerts, query_anomalies, query_stats
-from consumer.report.render import rate_text, render_html
+from consumer.report.render import number_text, rate_text, render_html, time_text
 from runtime.cli import configure_logging, error_exit
 from runtime.files import atomic_write_text
 
+SHOWN_ALERTS = 10  # open alerts printed by the CLI (all are in the report)
 log = logging.getLogger("bp.report")
 
 DEFAULT_OUTPUT = Path("reports/bp-report.html")
@@ -96,6 +97,21 @@ def headline(report: Report) -> str:
     )
 
 
+def alert_lines(report: Report, limit: int = SHOWN_ALERTS) -> list[str]:
+    """The open alerts as one line each (who, what, since when, why), most severe and longest open first."""
+    lines = []
+    for alert in report.alerts.open[:limit]:
+        lines.append(
+            f"open {alert.get('severity')} {alert.get('kind')} alert for {alert.get('patient_id')} since "
+            f"{time_text(alert.get('opened_at'))}: worst {number_text(alert.get('worst_systolic'))}/"
+            f"{number_text(alert.get('worst_diastolic'))} mmHg, {alert.get('hits')} confirming readings"
+        )
+    hidden = len(report.alerts.open) - limit
+    if hidden > 0:
+        lines.append(f"... and {hidden} more open alerts in the report")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -138,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"report: wrote {args.output}")
     print(f"report: {headline(report)}")
+    for line in alert_lines(report):
+        print(f"report: {line}")
     return 0
 
 

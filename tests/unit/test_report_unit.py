@@ -18,7 +18,7 @@ from bp.dashboard import PANELS
 from bp.errors import ConfigError
 from consumer.report import model
 from consumer.report.archive import scan_archive
-from consumer.report.cli import write_report
+from consumer.report.cli import alert_lines, write_report
 from consumer.report.model import (
     AlertSummary,
     AnomalySummary,
@@ -252,3 +252,16 @@ def test_the_report_leads_with_the_open_alerts_most_severe_and_oldest_first() ->
     assert "<b>" not in page.split("<script")[0]  # escaped
     empty = render_html(_report())  # no alerts index yet
     assert "No alerts index yet" in empty
+
+
+def test_the_cli_explains_each_open_alert_in_one_line() -> None:
+    raw = [{"patient_id": f"pt-{i}", "kind": "hypotensive", "severity": "high", "opened_at": "2026-03-01T08:00:00Z",
+            "worst_systolic": 78.0, "worst_diastolic": 48.0, "hits": 2} for i in range(12)]  # fmt: skip
+    report = dataclasses.replace(_report(), alerts=AlertSummary(total=12, open=tuple(raw)))
+    lines = alert_lines(report, limit=10)
+    assert len(lines) == 11
+    assert lines[0] == (
+        "open high hypotensive alert for pt-0 since 2026-03-01 08:00:00 UTC: worst 78/48 mmHg, 2 confirming readings"
+    )
+    assert lines[-1] == "... and 2 more open alerts in the report"
+    assert alert_lines(_report()) == []
