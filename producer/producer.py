@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -168,16 +168,32 @@ def ensure_topic(settings: Settings, partitions: int) -> None:
         admin.close()
 
 
-def make_producer(settings: Settings) -> Any:
+class SendFuture(Protocol):
+    def add_callback(self, callback: Callable[[Any], object]) -> object: ...
+    def add_errback(self, errback: Callable[[BaseException], object]) -> object: ...
+
+
+class Publisher(Protocol):
+    """What the producer needs of ``kafka.KafkaProducer``."""
+
+    def send(self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> SendFuture: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def make_producer(settings: Settings) -> Publisher:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(**producer_kwargs(settings, "bp-producer", linger_ms=10, batch_size=128 * 1024))
+        producer: Publisher = KafkaProducer(
+            **producer_kwargs(settings, "bp-producer", linger_ms=10, batch_size=128 * 1024)
+        )
     except (KafkaError, OSError) as exc:
         raise EndpointError(
             f"cannot reach Kafka at {settings.kafka_bootstrap}: {mask(str(exc), settings.secrets())}"
         ) from None
+    return producer
 
 
 def run_kafka(run: Run, settings: Settings, stop: StopFlag) -> Stats:
@@ -185,7 +201,7 @@ def run_kafka(run: Run, settings: Settings, stop: StopFlag) -> Stats:
     from kafka.errors import KafkaError
 
     ensure_topic(settings, settings.partitions)
-    producer = make_producer(settings)
+    producer: Publisher = make_producer(settings)
     tune_gc()
     stats = Stats()
     base_headers = [("content-type", CONTENT_TYPE.encode())]
