@@ -5,8 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL := ml/artifacts/bp_logreg.joblib
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' infra/kafka-pom.xml)
+KAFKA_LIB := .cache/kafka-$(KAFKA_VERSION)/lib
+KAFKA ?= standin
 
-.PHONY: help venv demo test lint unit integration infra-up infra-down train bench clean
+.PHONY: help venv demo test lint unit integration infra-up infra-down train bench clean kafka
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,14 +30,36 @@ $(MODEL): | $(STAMP)  # train if missing (demo, bench): one held-out seed keeps 
 train: $(STAMP)  ## (re)train the risk model and regenerate the committed model card
 	$(PY) -m ml.train_model --output $(MODEL) --model-card ml/MODEL_CARD.md
 
-demo: $(STAMP) $(MODEL)  ## bounded end-to-end run against the stand-in (or BP_* endpoints): summary + report
-	$(PY) -m infra.demo
+# Apache Kafka's broker jars from Maven Central, once (later runs reuse .cache/ and ~/.m2). Without Java or Maven,
+# or when Maven fails, it says so and the tests use the stand-in for Kafka instead.
+kafka:  ## fetch the Apache Kafka broker jars (Maven Central) into .cache/ for the tests and KAFKA=real
+	@if [ -f $(KAFKA_LIB)/.complete ]; then \
+		echo "kafka: Apache Kafka $(KAFKA_VERSION) jars ready in $(KAFKA_LIB)"; \
+	elif ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then \
+		echo "kafka: java or mvn not found: the tests use the noida-db stand-in for Kafka"; \
+	else \
+		start=$$(date +%s); rm -rf $(KAFKA_LIB); \
+		mkdir -p .cache; \
+		if mvn -B -Dstyle.color=never -f infra/kafka-pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+				-DoutputDirectory=$(CURDIR)/$(KAFKA_LIB) > .cache/kafka-fetch.log 2>&1; then \
+			touch $(KAFKA_LIB)/.complete; \
+			echo "kafka: fetched Apache Kafka $(KAFKA_VERSION) ($$(ls $(KAFKA_LIB) | wc -l) jars," \
+				"$$(du -sh $(KAFKA_LIB) | cut -f1)) in $$(( $$(date +%s) - start )) s into $(KAFKA_LIB)"; \
+		else \
+			tail -n 5 .cache/kafka-fetch.log; \
+			echo "kafka: Maven could not fetch Apache Kafka $(KAFKA_VERSION) (log: .cache/kafka-fetch.log):" \
+				"the tests use the noida-db stand-in for Kafka"; \
+		fi; \
+	fi
+
+demo: $(STAMP) $(MODEL) $(if $(filter real,$(KAFKA)),kafka)  ## end-to-end run on the stand-in (KAFKA=real: Apache Kafka): summary + report
+	$(PY) -m infra.demo --kafka $(KAFKA)
 
 lint: $(STAMP)  ## ruff + mypy (strict on bp/ and runtime/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime
 
-test: lint  ## lint, then every test (unit + integration against the stand-in)
+test: lint kafka  ## lint, then every test (integration on Apache Kafka when Java + jars are there, else the stand-in)
 	$(PY) -m pytest tests
 
 unit: $(STAMP)  ## unit tests only
@@ -53,5 +78,5 @@ bench: $(STAMP) $(MODEL)  ## benchmarks -> bench/results/latest.json
 	$(PY) -m bench.run
 
 clean:  ## remove the venv, stand-in data, artifacts and archives
-	rm -rf $(VENV) .infra ml/artifacts bench/results reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .infra .cache ml/artifacts bench/results reports .pytest_cache .mypy_cache .ruff_cache
 	find data/normal -type f ! -name .gitkeep -delete

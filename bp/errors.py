@@ -8,6 +8,7 @@ BpError
 ├── StateError           the per-patient state store cannot be read, written or restored
 ├── WaitTimeout          a condition polled with a deadline did not hold in time (runtime.waits)
 ├── StandInError         the local stand-in (infra.standin) could not be started, reached or stopped
+├── KafkaBrokerError     the local Apache Kafka broker (infra.kafka) could not be started, reached or stopped
 └── BenchError           a benchmark step failed (a child exited early, a deadline passed)
 """
 
@@ -46,6 +47,10 @@ class WaitTimeout(BpError):
 
 class StandInError(BpError):
     """The local stand-in for Kafka and Elasticsearch could not be started, reached or stopped."""
+
+
+class KafkaBrokerError(BpError):
+    """The local Apache Kafka broker could not be fetched, formatted, started, reached or stopped."""
 
 
 class BenchError(BpError):

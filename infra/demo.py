@@ -1,7 +1,9 @@
 """``make demo``: a bounded end-to-end run, stand-in up → producer → consumer → summary → report → stand-in down.
 
 Uses the endpoints in BP_KAFKA_BOOTSTRAP / BP_ES_URL when set; otherwise starts a throwaway noida-db stand-in on
-free loopback ports and stops it at the end (also on failure or Ctrl-C).
+free loopback ports and stops it at the end (also on failure or Ctrl-C). With ``--kafka real`` (``make demo
+KAFKA=real``) Kafka is a real Apache Kafka broker (infra/kafka.py, jars from `make kafka`) and the stand-in serves
+Elasticsearch only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bp.archive import LAYOUT
+from bp.errors import KafkaBrokerError
+from infra.kafka import KafkaBroker, kafka_version
 from infra.standin import StandIn, StandInError, free_port, real_endpoints_configured
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=50, help="cohort size (default 50)")
     parser.add_argument("--seed", type=int, default=2026, help="simulation seed (default 2026)")
     parser.add_argument("--rules-only", action="store_true", help="run the consumer without the model")
+    parser.add_argument(
+        "--kafka", choices=["standin", "real"], default="standin",
+        help="standin (default: noida-db, nothing to install) or real (Apache Kafka from `make kafka`)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     env = {k: v for k, v in os.environ.items()}
     env["PYTHONUNBUFFERED"] = "1"
     standin: StandIn | None = None
+    broker: KafkaBroker | None = None
     archive = ROOT / "data" / "normal"
     summary_file = Path(tempfile.mkstemp(prefix="bp-demo-", suffix=".json")[1])
     try:
@@ -76,10 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             data_dir = ROOT / ".infra" / "demo"
             shutil.rmtree(data_dir, ignore_errors=True)
-            standin = StandIn(data_dir, free_port(), free_port())
+            if args.kafka == "real":
+                broker = KafkaBroker(ROOT / ".infra" / "demo-kafka", free_port(), free_port())
+                shutil.rmtree(broker.data_dir, ignore_errors=True)
+                broker.start()
+                print(f"demo: Apache Kafka {kafka_version()} up (pid {broker.pid}) on {broker.bootstrap}")
+            standin = StandIn(data_dir, None if broker else free_port(), free_port())
             standin.start()
-            env["BP_KAFKA_BOOTSTRAP"], env["BP_ES_URL"] = standin.bootstrap, standin.es_url
-            print(f"demo: stand-in up (pid {standin.pid}): Kafka {standin.bootstrap}, Elasticsearch {standin.es_url}")
+            env["BP_KAFKA_BOOTSTRAP"] = broker.bootstrap if broker else standin.bootstrap
+            env["BP_ES_URL"] = standin.es_url
+            kafka = "" if broker else f"Kafka {standin.bootstrap}, "
+            print(f"demo: stand-in up (pid {standin.pid}): {kafka}Elasticsearch {standin.es_url}")
             # A fresh broker restarts offsets at 0: clear the previous demo's archive so nothing is mistaken
             # for a replay.
             for path in archive.glob("*"):
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print("demo: the report failed (see above)")
             return 1
         return 0
-    except StandInError as exc:
+    except (StandInError, KafkaBrokerError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -120,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if standin is not None:
             standin.stop()
             print("demo: stand-in stopped")
+        if broker is not None:
+            broker.stop()
+            print("demo: Apache Kafka stopped")
 
 
 def alert_lines(alerts: dict[str, int], patient_days: float) -> list[str]:

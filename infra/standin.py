@@ -61,13 +61,13 @@ def _binary() -> Path:
     return path
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,15 +84,25 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class StandIn:
-    """One noida-db server with Kafka and Elasticsearch on loopback ports and its own data directory."""
+    """One noida-db server with Kafka and Elasticsearch on loopback ports and its own data directory.
+
+    ``kafka_port=None`` serves Elasticsearch only (``--only elasticsearch``): the tests pair that with a real
+    Apache Kafka broker (infra/kafka.py).
+    """
 
     data_dir: Path
-    kafka_port: int
+    kafka_port: int | None
     es_port: int
     pid: int | None = None
 
     @property
+    def services(self) -> list[str]:
+        return ["elasticsearch"] if self.kafka_port is None else ["kafka", "elasticsearch"]
+
+    @property
     def bootstrap(self) -> str:
+        if self.kafka_port is None:
+            raise StandInError("this stand-in serves Elasticsearch only")
         return f"127.0.0.1:{self.kafka_port}"
 
     @property
@@ -106,7 +116,7 @@ class StandIn:
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Start the server in the background and wait until both services answer."""
         for port in (self.kafka_port, self.es_port):
-            if _port_open(port):
+            if port is not None and port_open(port):
                 raise StandInError(f"port 127.0.0.1:{port} is already in use; stop what uses it or pick another")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = (self.data_dir / "noida.out").open("ab")
@@ -114,11 +124,10 @@ class StandIn:
             str(_binary()),
             "start",
             "--only",
-            "kafka,elasticsearch",
+            ",".join(self.services),
             "--host",
             "127.0.0.1",
-            "--kafka-port",
-            str(self.kafka_port),
+            *([] if self.kafka_port is None else ["--kafka-port", str(self.kafka_port)]),
             "--elasticsearch-port",
             str(self.es_port),
             "--data-dir",
@@ -140,12 +149,12 @@ class StandIn:
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Poll Elasticsearch's health and Kafka's metadata until both answer, or raise after the deadline."""
-        es_ok = kafka_ok = False
+        es_ok, kafka_ok = False, self.kafka_port is None
         last = ""
 
         def ready() -> bool:
             nonlocal es_ok, kafka_ok, last
-            if self.pid is not None and not _pid_alive(self.pid):
+            if self.pid is not None and not pid_alive(self.pid):
                 raise StandInError(f"noida-db exited during start-up; see {self.data_dir / 'noida.out'}")
             if not es_ok:
                 try:
@@ -155,7 +164,7 @@ class StandIn:
                 except (OSError, urllib.error.URLError) as exc:
                     last = f"Elasticsearch: {exc}"
             if es_ok and not kafka_ok:
-                kafka_ok, last = _kafka_answers(self.bootstrap)
+                kafka_ok, last = kafka_answers(self.bootstrap)
             return es_ok and kafka_ok
 
         try:
@@ -184,7 +193,7 @@ class StandIn:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             with contextlib.suppress(WaitTimeout):
-                wait_until(lambda: not _pid_alive(pid), timeout_s if sig is None else 5.0, "stand-in exit", 0.05)
+                wait_until(lambda: not pid_alive(pid), timeout_s if sig is None else 5.0, "stand-in exit", 0.05)
                 break
         self.pid = None
         with contextlib.suppress(FileNotFoundError):
@@ -215,10 +224,11 @@ class StandIn:
         if not path.exists():
             return None
         info = json.loads(path.read_text())
-        return cls(data_dir, int(info["kafka_port"]), int(info["es_port"]), int(info["pid"]))
+        kafka_port = info["kafka_port"]
+        return cls(data_dir, None if kafka_port is None else int(kafka_port), int(info["es_port"]), int(info["pid"]))
 
 
-def _kafka_answers(bootstrap: str) -> tuple[bool, str]:
+def kafka_answers(bootstrap: str) -> tuple[bool, str]:
     from kafka import KafkaAdminClient  # imported lazily: `status` and `down` need no client
     from kafka.errors import KafkaError
 
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("standin: BP_KAFKA_BOOTSTRAP/BP_ES_URL are set: using those endpoints, nothing started")
                 return 0
             running = StandIn.from_pid_file(args.data_dir)
-            if running is not None and running.pid is not None and _pid_alive(running.pid):
+            if running is not None and running.pid is not None and pid_alive(running.pid):
                 running.wait_ready()
                 print(f"standin: already running (pid {running.pid}): Kafka {running.bootstrap}, ES {running.es_url}")
                 return 0
@@ -281,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             running.stop()
             print(f"standin: stopped (pid {pid})")
             return 0
-        if running is None or running.pid is None or not _pid_alive(running.pid):
+        if running is None or running.pid is None or not pid_alive(running.pid):
             print("standin: not running")
             return 1
         print(f"standin: running (pid {running.pid}): Kafka {running.bootstrap}, ES {running.es_url}")

@@ -1,8 +1,10 @@
-"""Integration fixtures: one stand-in for the whole session (or the endpoints the environment names).
+"""Integration fixtures: one Kafka and one Elasticsearch for the whole session (or the endpoints env names).
 
 With BP_KAFKA_BOOTSTRAP and BP_ES_URL set, the tests run against those servers and nothing is started.
-Otherwise a noida-db stand-in starts on free loopback ports with a throwaway data directory and is stopped at the
-end of the session, also when tests fail. Every test uses its own topic/index/group names.
+Otherwise Kafka is a real Apache Kafka broker (infra/kafka.py) when Java and the jars of `make kafka` are there,
+else the noida-db stand-in (tests/integration/backend.py decides; the pytest header says which), and
+Elasticsearch is the noida-db stand-in. Each starts on free loopback ports with a throwaway data directory and is
+stopped by PID at the end of the session, also when tests fail. Every test uses its own topic/index/group names.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 
 import pytest
 
-from bp.errors import WaitTimeout
+from bp.errors import KafkaBrokerError, WaitTimeout
+from infra.kafka import KafkaBroker
 from infra.standin import StandIn, free_port
 from runtime.waits import wait_until
+from tests.integration.backend import choose
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class Endpoints:
     bootstrap: str
     es_url: str
-    standin: StandIn | None
+    standin: StandIn | None  # the noida-db process serving Elasticsearch (and Kafka unless ``broker`` is set)
+    broker: KafkaBroker | None = None  # the real Apache Kafka broker, when the tests run on one
+
+    @property
+    def kafka_is_standin(self) -> bool:
+        return self.standin is not None and self.standin.kafka_port is not None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
@@ -41,16 +50,30 @@ class Endpoints:
 
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    bootstrap, es_url = os.environ.get("BP_KAFKA_BOOTSTRAP"), os.environ.get("BP_ES_URL")
-    if bootstrap and es_url:
-        yield Endpoints(bootstrap, es_url, None)
+    backend = choose()
+    if backend.kafka == "env":
+        yield Endpoints(os.environ["BP_KAFKA_BOOTSTRAP"], os.environ["BP_ES_URL"], None)
         return
-    standin = StandIn(tmp_path_factory.mktemp("standin"), free_port(), free_port())
-    standin.start()
+    if not backend.real_kafka:
+        standin = StandIn(tmp_path_factory.mktemp("standin"), free_port(), free_port())
+        standin.start()
+        try:
+            yield Endpoints(standin.bootstrap, standin.es_url, standin)
+        finally:
+            standin.stop()
+        return
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), free_port(), free_port())
+    standin = StandIn(tmp_path_factory.mktemp("standin"), None, free_port())
     try:
-        yield Endpoints(standin.bootstrap, standin.es_url, standin)
+        try:
+            broker.start()
+        except KafkaBrokerError as exc:
+            pytest.exit(f"real Kafka could not start: {exc}", returncode=3)
+        standin.start()
+        yield Endpoints(broker.bootstrap, standin.es_url, standin, broker)
     finally:
         standin.stop()
+        broker.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ diastolic > 90 (crisis readings are above 140 or 90 too).
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from bp.cohort import Cohort
 from bp.fhir import build_observation
-from tests.integration.conftest import ROOT, Endpoints, read_topic, run_cli
+from tests.integration.conftest import Endpoints, read_topic, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +69,7 @@ def known_mix(seed: int, readings: int) -> tuple[list[tuple[bytes, bytes]], set[
 
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], partitions: int = 4) -> None:
+    """Create ``topic`` with ``partitions``, then send ``messages`` (acks=all) and flush."""
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
 
@@ -89,6 +89,13 @@ def consumer_args(names: dict[str, str], archive: Path, *extra: str) -> list[str
         "--index", names["index"], "--stats-index", names["stats_index"], "--archive-dir", str(archive),
         "--rules-only", "--stop-when-idle", "3", "--batch-size", "200", *extra,
     ]  # fmt: skip
+
+
+def streaming_args(names: dict[str, str], archive: Path, *extra: str) -> list[str]:
+    """The consumer's arguments without --stop-when-idle: it runs until a signal stops it."""
+    args = consumer_args(names, archive, *extra)
+    at = args.index("--stop-when-idle")
+    return args[:at] + args[at + 2 :]
 
 
 def indexed_ids(es: Any, index: str) -> list[str]:
@@ -151,39 +158,49 @@ def test_consumer_routes_everything_exactly_once(
 def test_two_consumers_split_the_partitions_and_process_everything_once(
     endpoints: Endpoints, names: dict[str, str], es: Any, tmp_path: Path
 ) -> None:
+    """Two static members split 6 partitions and process everything once between them. Half of the readings are
+    there before the first starts, the second joins while it works, the other half arrives after the split: on
+    real Kafka a member joining a busy group waits for the other's next heartbeat (3 s), long enough for one
+    consumer alone to finish everything, so the test waits for the split instead of racing it."""
+    from tests.integration.faults_support import Offsets, kill, last_assignment, send, start_consumer, stopped_at_exit
+
     messages, anomalies, normals, rejects = known_mix(seed=12, readings=3000)
-    produce(endpoints.bootstrap, names["topic"], messages, partitions=6)
+    half = len(messages) // 2
+    ends = send(endpoints.bootstrap, names["topic"], list(messages[:half]), partitions=6)
     archive = tmp_path / "archive"
-    processes = []
-    for instance in ("a", "b"):
-        args = consumer_args(names, archive, "--instance-id", instance, "--summary-json", str(tmp_path / instance))
-        args[args.index("--stop-when-idle") + 1] = "6"
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "consumer.consumer", *args], cwd=ROOT, env=endpoints.env(),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            )
-        )  # fmt: skip
-    outputs = []
+    logs = {instance: tmp_path / f"{instance}.log" for instance in ("a", "b")}
+    offsets = Offsets(endpoints.bootstrap, names["group"], names["topic"])
     try:
-        for process in processes:
-            _, err = process.communicate(timeout=180)
-            outputs.append(err)
+        with stopped_at_exit([]) as processes:
+            for instance, log in logs.items():  # one after the other, as a scaled-out deployment would
+                args = streaming_args(
+                    names, archive, "--instance-id", instance, "--summary-json", str(tmp_path / f"{instance}.json")
+                )
+                processes.append(start_consumer(args, endpoints.env(), log))
+                if instance == "a":
+                    wait_for(lambda: last_assignment(logs["a"]) == set(range(6)), 60, f"a assigned ({log})")
+
+            def split() -> bool:
+                a, b = last_assignment(logs["a"]), last_assignment(logs["b"])
+                return bool(a) and bool(b) and not (a & b) and (a | b) == set(range(6))  # type: ignore[operator]
+
+            wait_for(split, 60, f"both consumers assigned disjoint partitions (logs in {tmp_path})")
+            ends.update(send(endpoints.bootstrap, names["topic"], list(messages[half:])))
+            wait_for(lambda: offsets.committed() == ends, 120, f"everything committed (logs in {tmp_path})")
+            for process, log in zip(processes, logs.values(), strict=True):
+                assert kill(process, signal.SIGTERM, timeout=30) == 0, log.read_text(errors="replace")[-3000:]
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-    for process, err in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, err[-3000:]
-    summaries = [orjson.loads((tmp_path / instance).read_bytes()) for instance in ("a", "b")]
+        offsets.close()
+    for log in logs.values():
+        assert "Traceback" not in log.read_text(errors="replace")
+    summaries = [orjson.loads((tmp_path / f"{instance}.json").read_bytes()) for instance in ("a", "b")]
     # At-least-once: batches not yet committed when a rebalance moves their partitions are replayed by the new
     # owner (the consumer holds at most two: one being delivered, one prepared; 200 messages each), so each of
     # the few rebalances of this test replays at most 400; the idempotent sinks below must still hold everything
     # exactly once.
     processed = sum(summary["messages"] for summary in summaries)
     assert len(messages) <= processed <= len(messages) + 3 * 2 * 200
-    assert all(summary["messages"] > 0 for summary in summaries), "one consumer got no partition"
+    assert all(summary["messages"] > 0 for summary in summaries), "one consumer processed nothing"
     ids = indexed_ids(es, names["index"])
     assert len(ids) == len(set(ids)) and set(ids) == anomalies
     assert Counter(archived_ids(archive)) == normals

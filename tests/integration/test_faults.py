@@ -44,16 +44,9 @@ from tests.integration.faults_support import (
     tansu_binary,
     valid_edge_cases,
 )
-from tests.integration.test_consumer_kafka import archived_ids, consumer_args, indexed_ids
+from tests.integration.test_consumer_kafka import archived_ids, consumer_args, indexed_ids, streaming_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-def streaming_args(names: dict[str, str], archive: Path, *extra: str) -> list[str]:
-    """The consumer's arguments without --stop-when-idle: it runs until a signal stops it."""
-    args = consumer_args(names, archive, *extra)
-    at = args.index("--stop-when-idle")
-    return args[:at] + args[at + 2 :]
 
 
 def assert_sinks(
@@ -279,8 +272,12 @@ def test_flood_of_malformed_messages_is_dead_lettered_with_reasons(
 
 # ------------------------------------------------------------------------------------- failover (Tansu/Kafka)
 @pytest.fixture(scope="module")
-def expiring_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker that expires dead group members: BP_FAULTS_KAFKA_BOOTSTRAP, or a Tansu started here."""
+def expiring_broker(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker that expires dead group members: the session's real Apache Kafka, BP_FAULTS_KAFKA_BOOTSTRAP, or a
+    Tansu started here (when the session's Kafka is the stand-in)."""
+    if endpoints.broker is not None:
+        yield endpoints.bootstrap
+        return
     configured = os.environ.get("BP_FAULTS_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
