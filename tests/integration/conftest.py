@@ -41,6 +41,29 @@ class Endpoints:
     def kafka_is_standin(self) -> bool:
         return self.standin is not None and self.standin.kafka_port is not None
 
+    @property
+    def kafka_restartable(self) -> bool:
+        """True when the tests started Kafka here and so can stop and start it."""
+        return self.broker is not None or self.kafka_is_standin
+
+    def stop_kafka(self) -> None:
+        """Take Kafka down, keeping its data: the real broker by SIGTERM, or the stand-in's Kafka service."""
+        if self.broker is not None:
+            self.broker.stop()
+        elif self.standin is not None and self.kafka_is_standin:
+            self.standin.stop_service("kafka")
+        else:
+            raise RuntimeError("Kafka comes from BP_KAFKA_BOOTSTRAP: the tests cannot stop it")
+
+    def start_kafka(self) -> None:
+        """Bring Kafka back on the same address and data (waits until the real broker answers)."""
+        if self.broker is not None:
+            self.broker.start()
+        elif self.standin is not None and self.kafka_is_standin:
+            self.standin.start_service("kafka")
+        else:
+            raise RuntimeError("Kafka comes from BP_KAFKA_BOOTSTRAP: the tests cannot start it")
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
         env.update(BP_KAFKA_BOOTSTRAP=self.bootstrap, BP_ES_URL=self.es_url, PYTHONUNBUFFERED="1")

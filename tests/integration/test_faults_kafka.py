@@ -25,6 +25,7 @@ from infra.kafka import KafkaBroker
 from infra.standin import free_port
 from tests.integration.conftest import Endpoints, read_topic, run_cli, wait_for
 from tests.integration.faults_support import (
+    SMALL_LIMIT,
     Offsets,
     balanced_mix,
     interleave,
@@ -61,11 +62,6 @@ def real_kafka(endpoints: Endpoints) -> str:
 
 
 # ---------------------------------------------------------------------------------------- broker restarts
-@pytest.mark.xfail(
-    reason="issue 10: the consumer exits (exit 2, 'Kafka failed: KafkaConnectionError') when the broker goes away; "
-    "the consumer's broker-restart handling is in progress there",
-    strict=False,
-)
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
     how: str, own_broker: KafkaBroker, endpoints: Endpoints, names: dict[str, str], es: Any, tmp_path: Path
@@ -85,7 +81,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
     ends = send(bootstrap, names["topic"], first, partitions=4)
 
     archive, log = tmp_path / "archive", tmp_path / "consumer.log"
-    env = endpoints.env(BP_KAFKA_BOOTSTRAP=bootstrap)
+    env = endpoints.env(BP_KAFKA_BOOTSTRAP=bootstrap, **SMALL_LIMIT)
     offsets = Offsets(bootstrap, names["group"], names["topic"])
     try:
         with stopped_at_exit([]) as processes:
