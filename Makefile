@@ -74,8 +74,8 @@ infra-up: $(STAMP)  ## start the local stand-in (Kafka :9092, Elasticsearch :920
 infra-down: $(STAMP)  ## stop the local stand-in
 	$(PY) -m infra.standin down
 
-bench: $(STAMP) $(MODEL)  ## benchmarks -> bench/results/latest.json
-	$(PY) -m bench.run
+bench: $(STAMP) $(MODEL) $(if $(filter real,$(KAFKA)),kafka)  ## benchmarks -> bench/results/latest.json (KAFKA=real: on Apache Kafka)
+	$(PY) -m bench.run $(if $(filter real,$(KAFKA)),--kafka real)
 
 clean:  ## remove the venv, stand-in data, artifacts and archives
 	rm -rf $(VENV) .infra .cache ml/artifacts bench/results reports .pytest_cache .mypy_cache .ruff_cache

@@ -71,12 +71,17 @@ class Bench:
     es: EsClient
     probe: MetadataProbe
     classifier: dict[str, Any]
+    broker: Any = None  # infra.kafka.KafkaBroker when Kafka is a real broker started for the run
 
     def name(self, *parts: object) -> str:
         return "-".join(["bench", self.run_id, *map(str, parts)])
 
     def server_cpu(self) -> float | None:
-        return cpu_seconds(self.standin.pid) if self.standin is not None and self.standin.pid else None
+        """CPU seconds of the servers started for the run (stand-in, plus the real broker if any)."""
+        pids = [server.pid for server in (self.standin, self.broker) if server is not None and server.pid]
+        seconds = [cpu_seconds(pid) for pid in pids]
+        known = [s for s in seconds if s is not None]
+        return sum(known) if known else None
 
     # --- Kafka
     def create_topic(self, topic: str, partitions: int = PARTITIONS) -> None:

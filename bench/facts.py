@@ -76,8 +76,19 @@ def machine_facts(bench: Bench) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": libs,
-        "endpoints": "stand-in (noida-db, throwaway data dir)" if bench.standin is not None else "real (from env)",
+        "endpoints": endpoints_fact(bench),
         "kafka_bootstrap": bench.bootstrap,
         "es_url": bench.es_url,
         "es_version": bench.es.info()["version"]["number"],
     }
+
+
+def endpoints_fact(bench: Bench) -> str:
+    """Which servers the run measured against."""
+    if bench.broker is not None:
+        from infra.kafka import kafka_version
+
+        return f"Apache Kafka {kafka_version()} (KRaft, one node, throwaway data dir); Elasticsearch: stand-in"
+    if bench.standin is not None:
+        return "stand-in (noida-db, throwaway data dir)"
+    return "real (from env)"

@@ -32,6 +32,7 @@ class Preset:
     sections: tuple[str, ...] = SECTIONS
     quick: bool = False
     rules_only: bool = False
+    kafka: str = "standin"  # standin (noida-db) or real (Apache Kafka from `make kafka`; ES stays the stand-in)
     model: Path = Path("ml/artifacts/bp_logreg.joblib")
     output: Path = RESULTS_DIR / "latest.json"
 
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, help=f"simulation seed (default {FULL.seed})")
     add("--only", help=f"comma list of {','.join(SECTIONS)} (default all)")
     add("--rules-only", action="store_true", default=None, help="benchmark the consumer without the model")
+    add("--kafka", choices=["standin", "real"],
+        help="Kafka to start: standin (default, noida-db) or real (Apache Kafka from `make kafka`)")
     add("--model", type=Path, help=f"model artifact (default {FULL.model})")
     add("--output", type=Path, help=f"result file (default {FULL.output.relative_to(ROOT)})")
     return parser  # fmt: skip

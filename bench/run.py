@@ -62,23 +62,31 @@ def config_of(preset: Preset) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def endpoints(work: Path) -> Iterator[tuple[str, str, Any]]:
+def endpoints(work: Path, kafka: str = "standin") -> Iterator[tuple[str, str, Any, Any]]:
+    """(bootstrap, ES URL, stand-in, real broker): from env, or started here (a real broker when kafka=real)."""
     bootstrap, es_url = os.environ.get("BP_KAFKA_BOOTSTRAP"), os.environ.get("BP_ES_URL")
     if bootstrap or es_url:
         if not (bootstrap and es_url):
             raise BenchError("set both BP_KAFKA_BOOTSTRAP and BP_ES_URL to use real endpoints (or neither)")
-        yield bootstrap, es_url, None
+        yield bootstrap, es_url, None, None
         return
+    from infra.kafka import KafkaBroker, kafka_version
     from infra.standin import StandIn, free_port
 
-    standin = StandIn(work / "standin", free_port(), free_port())
-    log.info("starting the stand-in (Kafka %s, ES %s)", standin.bootstrap, standin.es_url)
-    standin.start()
+    broker = KafkaBroker(work / "kafka", free_port(), free_port()) if kafka == "real" else None
+    standin = StandIn(work / "standin", None if broker else free_port(), free_port())
     try:
-        yield standin.bootstrap, standin.es_url, standin
+        if broker is not None:
+            broker.start()
+            log.info("Apache Kafka %s up on %s (pid %s)", kafka_version(), broker.bootstrap, broker.pid)
+        standin.start()
+        log.info("stand-in up (%sES %s)", "" if broker else f"Kafka {standin.bootstrap}, ", standin.es_url)
+        yield (broker.bootstrap if broker else standin.bootstrap), standin.es_url, standin, broker
     finally:
         standin.stop()
-        log.info("stand-in stopped")
+        if broker is not None:
+            broker.stop()
+        log.info("servers stopped")
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     load: dict[str, list[float]] = {"start": [round(x, 2) for x in os.getloadavg()]}
     children = None
     try:
-        with endpoints(work) as (bootstrap, es_url, standin):
+        with endpoints(work, preset.kafka) as (bootstrap, es_url, standin, broker):
             from elasticsearch import Elasticsearch
             from kafka import KafkaAdminClient, KafkaConsumer
 
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
             probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
             es = Elasticsearch(es_url, request_timeout=60)
-            bench = Bench(bootstrap, es_url, standin, run_id, work, children, admin, es, probe, classifier)
+            bench = Bench(bootstrap, es_url, standin, run_id, work, children, admin, es, probe, classifier, broker)
             machine = machine_facts(bench)
             try:
                 sections = (
