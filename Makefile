@@ -55,7 +55,7 @@ kafka:  ## fetch the Apache Kafka broker jars (Maven Central) into .cache/ for t
 demo: $(STAMP) $(MODEL) $(if $(filter real,$(KAFKA)),kafka)  ## end-to-end run on the stand-in (KAFKA=real: Apache Kafka): summary + report
 	$(PY) -m infra.demo --kafka $(KAFKA)
 
-lint: $(STAMP)  ## ruff + mypy (strict on bp/ and runtime/)
+lint: $(STAMP)  ## ruff + mypy (strict, every package)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime
 
