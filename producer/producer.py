@@ -20,7 +20,7 @@ from typing import IO, Any, Protocol
 import orjson
 
 from bp.cohort import Cohort, SimReading
-from bp.errors import BpError, ConfigError, EndpointError
+from bp.errors import BpError, ConfigError, EndpointError, WaitTimeout
 from bp.fhir import CONTENT_TYPE, build_observation
 from bp.kafka_config import admin_kwargs, producer_kwargs
 from bp.redact import mask
@@ -32,6 +32,7 @@ from runtime.cli import (
     error_exit,
     tune_gc,
 )
+from runtime.waits import wait_until
 
 log = logging.getLogger("bp.producer")
 
@@ -229,12 +230,41 @@ def run_kafka(run: Run, settings: Settings, stop: StopFlag) -> Stats:
                 next_progress += PROGRESS_EVERY_S
                 log.info("sent %d (%.0f/s), acked %d, errors %d", stats.sent, stats.rate(), stats.acked, stats.failed)
     finally:
+        final_flush(producer, max(30.0, settings.connect_timeout_s))
         try:
-            producer.flush(timeout=max(30.0, settings.connect_timeout_s))
-        except KafkaError as exc:
-            log.error("flush failed: %s", exc)
-        producer.close(timeout=10)
+            producer.close(timeout=10)
+        except KafkaError as exc:  # unacknowledged records are counted as not acked in the summary
+            log.error("close failed: %s", exc)
     return stats
+
+
+def final_flush(producer: Publisher, timeout_s: float) -> bool:
+    """Flush until every record is acknowledged or failed; False (logged) if ``timeout_s`` passes first.
+
+    kafka-python 3.0.12 splits a batch that the broker refused as too large (the topic's max.message.bytes is
+    below the batch, e.g. uncompressed) and resends the halves, but a flush() running meanwhile raises
+    UnknownError('Future not done'): the records are still on their way, so flush again.
+    """
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last: list[str] = []
+
+    def flushed() -> bool:
+        try:
+            producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaError as exc:
+            last.append(str(exc))
+            log.warning("flush interrupted (%s); flushing again", exc)
+            return False
+        return True
+
+    try:
+        wait_until(flushed, timeout_s, "producer flush")
+    except WaitTimeout:
+        log.error("flush failed: %s", last[-1] if last else "timed out")
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import pytest
 from fhir.resources.R4B.observation import Observation
 
 from producer.options import parse_run
-from producer.producer import paced, readings_to_send, run_dry
+from producer.producer import final_flush, paced, readings_to_send, run_dry
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "2026-02-01T06:00:00+01:00"
@@ -160,3 +160,37 @@ def test_a_dry_run_without_rate_never_sleeps(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(time, "sleep", no_sleep)
     run, _ = parse_run(["--dry-run", "--count", "50", "--seed", "1", "--start", START])
     assert len(list(readings_to_send(run))) == 50
+
+
+class FlakyFlush:
+    """A publisher whose flush() raises as kafka-python 3.0.12's does while it resends a split batch."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.flushes = 0
+
+    def send(self, *args: object, **kwargs: object) -> object:
+        raise NotImplementedError
+
+    def flush(self, timeout: float | None = None) -> None:
+        from kafka.errors import UnknownError
+
+        self.flushes += 1
+        if self.flushes <= self.failures:
+            raise UnknownError("Future not done")
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("failures", [0, 1, 3])
+def test_final_flush_flushes_again_after_kafka_pythons_split_batch_error(failures: int) -> None:
+    publisher = FlakyFlush(failures)
+    assert final_flush(publisher, timeout_s=10)
+    assert publisher.flushes == failures + 1
+
+
+def test_final_flush_gives_up_after_its_deadline() -> None:
+    publisher = FlakyFlush(failures=10**9)
+    assert not final_flush(publisher, timeout_s=0.3)
+    assert publisher.flushes >= 1
