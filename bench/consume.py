@@ -72,7 +72,13 @@ class _Progress:
 
 
 def time_consumer(
-    bench: Bench, label: str, topic: str, ends: dict[int, int], deadline_s: float, checkpoints: Sequence[int] = ()
+    bench: Bench,
+    label: str,
+    topic: str,
+    ends: dict[int, int],
+    deadline_s: float,
+    checkpoints: Sequence[int] = (),
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Spawn the consumer CLI, poll the group's committed offsets until they reach ``ends``, then SIGTERM it."""
     group = bench.name(label, uuid.uuid4().hex[:6])
@@ -80,7 +86,7 @@ def time_consumer(
     archive = bench.work / f"{label}-archive"
     total = sum(ends.values())
     cpu_server0 = bench.server_cpu()
-    child = bench.start_consumer(label, topic, group, index, archive)
+    child = bench.start_consumer(label, topic, group, index, archive, extra)
     progress = _Progress(child, bench, group, topic, total, checkpoints)
     try:
         wait_until(progress.poll, deadline_s - (time.monotonic() - child.started), f"consumer {label}", POLL_S)
@@ -90,7 +96,7 @@ def time_consumer(
         ) from None
     finally:
         rc = child.stop()
-        cleanup_consumer(bench, topic, index, archive)
+        cleanup_consumer(bench, topic, index, archive, group)
     cpu_server1 = bench.server_cpu()
     assert progress.done_at is not None
     t0, seconds = child.started, progress.done_at - child.started
@@ -170,15 +176,22 @@ def bench_consumer(bench: Bench, preset: Preset) -> dict[str, Any]:
         deadline = max(120.0, total / 200.0)
         runs = []
         for rep in range(preset.repeat):
-            order = ("ceiling", "consumer") if rep % 2 == 0 else ("consumer", "ceiling")
+            order = ("ceiling", "consumer", "memory_state")
+            if rep % 2:
+                order = order[::-1]
             run: dict[str, Any] = {"order": list(order)}
             for what in order:
                 if what == "ceiling":
                     run["ceiling"] = time_ceiling(bench, f"ceiling{rep}", topic, total, deadline)
-                else:
+                elif what == "consumer":
                     run["consumer"] = time_consumer(bench, f"consumer{rep}", topic, ends, deadline)
+                else:  # the same consumer with its per-patient state in memory only (no store, no changelog)
+                    run[what] = time_consumer(
+                        bench, f"memstate{rep}", topic, ends, deadline, extra=("--state-store", "memory")
+                    )
                 log.info("  run %d %s: %.0f msg/s", rep + 1, what, run[what]["rate"])
             run["ratio"] = round(run["consumer"]["rate"] / run["ceiling"]["rate"], 3)
+            run["state_store_cost"] = round(1.0 - run["consumer"]["rate"] / run["memory_state"]["rate"], 3)
             c_steady, b_steady = run["consumer"]["steady_rate"], run["ceiling"]["steady_rate"]
             run["steady_ratio"] = round(c_steady / b_steady, 3) if c_steady and b_steady else None
             cpu_ratio = report.ratio(run["ceiling"]["cpu_us_per_reading"], run["consumer"]["cpu_us_per_reading"])
@@ -201,6 +214,8 @@ def bench_consumer(bench: Bench, preset: Preset) -> dict[str, Any]:
             "consumer_rate": report.median_of(consumers, "rate"),
             "ceiling_rate": report.median_of(ceilings, "rate"),
             "ratio": report.median_of(runs, "ratio"),
+            "memory_state_rate": report.median_of([r["memory_state"] for r in runs], "rate"),
+            "state_store_cost": report.median_of(runs, "state_store_cost"),
             "steady_ratio": report.median_of(runs, "steady_ratio"),
             "consumer_cpu_us_per_reading": report.median_of(consumers, "cpu_us_per_reading"),
             "ceiling_cpu_us_per_reading": report.median_of(ceilings, "cpu_us_per_reading"),

@@ -160,7 +160,9 @@ class Bench:
             self.es.indices.delete_index_template(name=index)
 
     # --- the consumer CLI
-    def start_consumer(self, label: str, topic: str, group: str, index: str, archive: Path) -> Child:
+    def start_consumer(
+        self, label: str, topic: str, group: str, index: str, archive: Path, extra: Sequence[str] = ()
+    ) -> Child:
         args = [
             "--topic",
             topic,
@@ -174,11 +176,14 @@ class Bench:
             f"{index}-stats",
             "--archive-dir",
             str(archive),
+            "--state-dir",
+            str(archive.with_name(f"{archive.name}.state")),
             "--stop-when-idle",
             "120",
             "--summary-json",
             str(self.work / f"{label}.summary.json"),
             *self.classifier["consumer_flags"],
+            *extra,
         ]
         return self.children.start(label, "consumer.consumer", args)
 
@@ -188,10 +193,12 @@ def consumer_summary(bench: Bench, label: str) -> dict[str, Any] | None:
     return orjson.loads(path.read_bytes()) if path.exists() else None
 
 
-def cleanup_consumer(bench: Bench, topic: str, index: str, archive: Path) -> None:
+def cleanup_consumer(bench: Bench, topic: str, index: str, archive: Path, group: str) -> None:
     bench.delete_topics(f"{topic}.dlq")
     bench.drop_index(index)
     bench.drop_index(f"{index}-stats")
     shutil.rmtree(archive, ignore_errors=True)
+    shutil.rmtree(archive.with_name(f"{archive.name}.state"), ignore_errors=True)
+    bench.delete_topics(f"{group}.state")
 
 

@@ -131,7 +131,7 @@ def bench_latency(bench: Bench, preset: Preset) -> dict[str, Any]:
         for child in (producer, consumer):
             if child is not None:
                 child.stop()
-        cleanup_consumer(bench, topic, index, archive)
+        cleanup_consumer(bench, topic, index, archive, group)
         bench.delete_topics(topic)
     return {
         "rate": preset.rate,

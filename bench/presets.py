@@ -46,9 +46,9 @@ FULL = Preset(
     rate=1000.0,
     latency_seconds=60.0,
     latency_patients=1000,
-    memory_messages=300_000,
-    memory_checkpoint=100_000,
-    memory_patients=100_000,
+    memory_messages=1_200_000,
+    memory_checkpoint=300_000,
+    memory_patients=1_000_000,
 )
 QUICK = dataclasses.replace(
     FULL,

@@ -179,6 +179,8 @@ def build_checks(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             info("bare consumer CPU per reading (median)", c["median"].get("ceiling_cpu_us_per_reading"), "µs"),
             info("  bare CPU / consumer CPU (median)", c["median"].get("cpu_ratio"), "ratio"),
             info("consumer time to first commit (median)", c["median"].get("first_commit_after_s"), "s"),
+            info("consumer with state in memory only (median)", c["median"].get("memory_state_rate"), "msg/s"),
+            check("  state store cost, same run (median)", c["median"].get("state_store_cost"), "ratio", "<", 0.2),
         ]
     p = results.get("producer_throughput")
     if p:

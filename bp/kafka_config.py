@@ -77,6 +77,15 @@ def consumer_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+def state_reader_kwargs(settings: Settings) -> dict[str, Any]:
+    """The consumer's reader of its state changelog: no group, no commits, assigned partitions only."""
+    return connection_kwargs(settings, "bp-consumer-state") | {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+
+
 def dead_letter_producer_kwargs(settings: Settings) -> dict[str, Any]:
     """The consumer's producer for the dead-letter topic (letters are truncated to fit ``max_request_size``)."""
     return producer_kwargs(settings, "bp-consumer-dlq", linger_ms=5) | {

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     rules_only: bool = Field(False, description="classify with the threshold rules only, no model")
     batch_size: int = Field(1000, ge=1, le=100_000, description="max messages per consumer batch")
     state_dir: Path = Field(Path("data/state"), description="directory of the consumer's per-patient state store")
+    state_store: str = Field(
+        "sqlite",
+        pattern="^(sqlite|memory)$",
+        description="per-patient state: sqlite (durable, exactly-once outcomes) or memory (lost on restart: "
+        "only a baseline for benchmarks)",
+    )
     state_cache_patients: int = Field(
         100_000, ge=1, description="patients' state cached in memory (evicting never changes a decision)"
     )
@@ -87,7 +93,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=36_500, description="forget a patient not seen for this many days of event time"
     )
     state_restore_timeout_s: float = Field(
-        600.0, gt=0, description="give up restoring a partition's state from its changelog after this"
+        240.0, gt=0, description="give up restoring a partition's state from its changelog after this"
+    )
+    state_changelog_interval_s: float = Field(
+        5.0, ge=0, le=300, description="seconds between changelog writes (0: with every batch)"
     )
     stats_interval_s: float = Field(5.0, gt=0, description="seconds between statistics documents")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")

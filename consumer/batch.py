@@ -18,6 +18,7 @@ from bp.alerts import AlertEvent
 from bp.reading import Anomaly, Decision, Normal, Rejected
 from consumer.pipeline import Message, Outcome, Tally
 from consumer.sinks import ArchiveLine, Document
+from consumer.state import ChangeSet
 
 Partition = tuple[str, int]  # (topic, partition)
 DeadLetter = tuple[Message, Rejected]
@@ -34,6 +35,7 @@ class Batch:
     counts: Tally
     first_offsets: Mapping[Partition, int]
     next_offsets: Mapping[Partition, int]
+    state: ChangeSet | None = None  # the per-patient state changes deciding it made (persisted before the commit)
 
 
 def sort_batch(

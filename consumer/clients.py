@@ -17,6 +17,7 @@ from bp.redact import mask
 from bp.settings import Settings
 from consumer.pipeline import Message
 from consumer.sinks import NormalArchive
+from consumer.state_keeper import StateKeeper
 
 log = logging.getLogger("bp.consumer")
 
@@ -80,8 +81,9 @@ def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
     return consumer, producer
 
 
-def rebalance_listener(archive: NormalArchive) -> Any:
-    """A listener that forgets cached archive positions whenever partition ownership changes."""
+def rebalance_listener(archive: NormalArchive, state: StateKeeper | None = None) -> Any:
+    """A listener that forgets cached archive positions whenever partition ownership changes, and tells the state
+    keeper (which hands revoked partitions' state over and restores assigned ones)."""
     from kafka import ConsumerRebalanceListener
 
     class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -89,10 +91,14 @@ def rebalance_listener(archive: NormalArchive) -> Any:
             archive.forget()
             if revoked:
                 log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+            if state is not None:
+                state.on_revoked(revoked)
 
         def on_partitions_assigned(self, assigned: Any) -> None:
             archive.forget()
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+            if state is not None:
+                state.on_assigned(assigned)
 
     return Rebalance()
 

@@ -18,7 +18,7 @@ import orjson
 
 from bp.alerts import rules_policy
 from bp.errors import BpError, ConfigError, EndpointError
-from bp.kafka_config import add_security_flags, security_overrides
+from bp.kafka_config import add_security_flags, admin_kwargs, security_overrides, state_reader_kwargs
 from bp.settings import Settings, load_settings
 from consumer.batch import Totals
 from consumer.check import run_check
@@ -30,6 +30,8 @@ from consumer.pipeline import Pipeline
 from consumer.retry import Retry
 from consumer.scoring import load_model
 from consumer.sinks import ElasticsearchSink, NormalArchive, ensure_template
+from consumer.state import open_store
+from consumer.state_keeper import StatefulConsumer, StateKeeper
 from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
 
 __all__ = ["main", "make_es", "run"]  # make_es: consumer.report imports it from here
@@ -38,23 +40,38 @@ log = logging.getLogger("bp.consumer")
 
 
 def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
+    from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.errors import KafkaError
 
     model = None if settings.rules_only else load_model(settings.model_path)
-    pipeline = Pipeline(
-        model,
-        retention_days=settings.state_retention_days,
-        limits=settings.parse_limits,
-        alert_policy=rules_policy() if model is None else model.alert_policy,
-    )
     es_client = make_es(settings)
     ensure_template(es_client, "bp-anomalies", settings.index)
     ensure_template(es_client, "bp-stats", settings.stats_index)
     ensure_template(es_client, "bp-alerts", settings.alerts_index)
     archive = NormalArchive(settings.archive_dir)
-    consumer, producer = make_kafka(settings, rebalance_listener(archive))
+    keeper = make_state(settings)
+    pipeline = Pipeline(
+        model,
+        state=None if keeper is None else keeper.view,
+        retention_days=settings.state_retention_days,
+        limits=settings.parse_limits,
+        alert_policy=rules_policy() if model is None else model.alert_policy,
+    )
+    try:
+        consumer, producer = make_kafka(settings, rebalance_listener(archive, keeper))
+    except BpError:
+        if keeper is not None:
+            keeper.close()
+        raise
     name = settings.consumer_instance_id or f"consumer-{id(consumer) & 0xFFFF:04x}"
     metrics = Metrics()
+    if keeper is not None:
+        keeper.connect(
+            producer,
+            reader=lambda: KafkaConsumer(**state_reader_kwargs(settings)),
+            admin=lambda: KafkaAdminClient(**admin_kwargs(settings, "bp-consumer-state")),
+            metrics=metrics,
+        )
     metrics_server = None
     if settings.metrics_port is not None:
         try:
@@ -62,6 +79,8 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
         except OSError as exc:
             consumer.close(autocommit=False)
             producer.close(timeout=5)
+            if keeper is not None:
+                keeper.close()
             raise ConfigError(
                 f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
             ) from None
@@ -79,9 +98,9 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
 
     es_sink = ElasticsearchSink(es_client, should_stop=lambda: bool(stop) or retry.exhausted, on_wait=backoff)
     dead_letters = DeadLetters(producer, settings.dlq_topic, max_request_size=settings.dlq_max_request_size)
-    processor = BatchProcessor(settings, pipeline, archive, es_sink, dead_letters, name, metrics)
+    processor = BatchProcessor(settings, pipeline, archive, es_sink, dead_letters, name, metrics, keeper)
     log.info(
-        "consuming %s as group %s (%s) → archive %s, index %s, DLQ %s; model %s",
+        "consuming %s as group %s (%s) → archive %s, index %s, DLQ %s; model %s; state %s (changelog %s)",
         settings.topic,
         settings.group,
         name,
@@ -89,13 +108,17 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
         settings.index,
         settings.dlq_topic,
         pipeline.model_version,
+        "memory (not durable)" if keeper is None else keeper.store.database.path,
+        "none" if keeper is None else keeper.changelog_topic,
     )
     tune_gc()
     try:
-        consume(consumer, processor, options, stop, retry)
+        consume(consumer if keeper is None else StatefulConsumer(consumer, keeper), processor, options, stop, retry)
     except KafkaError as exc:
         raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
     finally:
+        if keeper is not None:
+            keeper.close()  # still a member: no other consumer can own the partitions whose changelog it flushes
         consumer.close(autocommit=False)
         producer.close(timeout=10)
         es_client.close()
@@ -108,6 +131,28 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
     }
     log.info("done: %s; %s", processor.totals.line(), totals_extra)
     return processor.totals
+
+
+def make_state(settings: Settings) -> StateKeeper | None:
+    """The durable per-patient state (None with ``--state-store memory``: the history then lives in memory only)."""
+    if settings.state_store == "memory":
+        log.warning("per-patient state in memory only: decisions after a restart or a partition move will differ")
+        return None
+    store = open_store(
+        settings.state_dir,
+        settings.group,
+        settings.topic,
+        settings.state_cache_patients,
+        settings.state_retention_days,
+        settings.state_changelog_interval_s,
+    )
+    return StateKeeper(
+        store,
+        settings.group,
+        settings.topic,
+        settings.state_restore_timeout_s,
+        from_beginning=settings.auto_offset_reset == "earliest",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -132,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stats-index", help="statistics index (env BP_STATS_INDEX; default bp-stats)")
     add("--alerts-index", help="alerts index (env BP_ALERTS_INDEX; default bp-alerts)")
     add("--archive-dir", type=Path, help="normal-reading archive directory (env BP_ARCHIVE_DIR; default data/normal)")
+    add("--state-dir", type=Path, help="per-patient state store directory (env BP_STATE_DIR; default data/state)")
+    add(
+        "--state-store",
+        choices=["sqlite", "memory"],
+        help="per-patient state: sqlite (durable; default) or memory (lost on restart; a benchmark baseline)",
+    )
     add("--model", type=Path, help="model artifact (env BP_MODEL_PATH; default ml/artifacts/bp_logreg.joblib)")
     add("--rules-only", action="store_true", default=None, help="no model: threshold rules only (env BP_RULES_ONLY)")
     add("--batch-size", type=int, help="max messages per batch (env BP_BATCH_SIZE; default 1000)")
@@ -172,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             stats_index=args.stats_index,
             alerts_index=args.alerts_index,
             archive_dir=args.archive_dir,
+            state_dir=args.state_dir,
+            state_store=args.state_store,
             model_path=args.model,
             rules_only=args.rules_only,
             batch_size=args.batch_size,

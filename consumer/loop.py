@@ -34,6 +34,8 @@ from consumer.sinks import (
     anomaly_document,
     document_id,
 )
+from consumer.state import ChangeSet
+from consumer.state_keeper import StateKeeper
 from runtime.cli import StopFlag
 
 log = logging.getLogger("bp.consumer")
@@ -75,6 +77,7 @@ class BatchProcessor:
         dead_letters: DeadLetters,
         consumer_name: str,
         metrics: Metrics | None = None,
+        state: StateKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
@@ -83,6 +86,7 @@ class BatchProcessor:
         self.dead_letters = dead_letters
         self.consumer_name = consumer_name
         self.metrics = metrics if metrics is not None else Metrics()
+        self.state = state
         self.totals = Totals()
         self.window = Window(datetime.now(UTC))
         self.window_due = time.monotonic() + settings.stats_interval_s
@@ -96,26 +100,34 @@ class BatchProcessor:
         """
         stages = self.totals.stage_seconds
         started = time.perf_counter()
-        outcomes = self._decide(messages)
-        now = datetime.now(UTC)
-        ingested_at = now.isoformat()
-        batch = sort_batch(
-            messages,
-            outcomes,
-            archive_line=self.archive.line_for,
-            anomaly_document=lambda outcome, anomaly: self._document(outcome, anomaly, ingested_at),
-            alert_document=lambda outcome, event: Document(
-                self.settings.alerts_index,
-                event.alert_id,
-                alert_document(event, self.pipeline.model_version, ingested_at),
-                outcome.message,
-            ),
-            unreadable=unreadable,
-        )
-        decided = time.perf_counter()
-        stages["decide"] += decided - started
-        self.archive.write(batch.normals)
-        stages["archive"] += time.perf_counter() - decided
+        changes = self.state.begin() if self.state is not None and messages else None
+        try:
+            outcomes, changes = self._decide(messages, changes)
+            now = datetime.now(UTC)
+            ingested_at = now.isoformat()
+            batch = sort_batch(
+                messages,
+                outcomes,
+                archive_line=self.archive.line_for,
+                anomaly_document=lambda outcome, anomaly: self._document(outcome, anomaly, ingested_at),
+                alert_document=lambda outcome, event: Document(
+                    self.settings.alerts_index,
+                    event.alert_id,
+                    alert_document(event, self.pipeline.model_version, ingested_at),
+                    outcome.message,
+                ),
+                unreadable=unreadable,
+            )
+            decided = time.perf_counter()
+            stages["decide"] += decided - started
+            self.archive.write(batch.normals)
+            stages["archive"] += time.perf_counter() - decided
+        except BaseException:
+            if self.state is not None:
+                self.state.discard(changes)  # decided again from the durable state when retried
+            raise
+        if changes is not None:
+            batch = dataclasses.replace(batch, state=changes)
         self._pending[id(batch)] = (self.window, started)
         self.window = self.window.merged(batch.counts)
         if final or time.monotonic() >= self.window_due:
@@ -131,18 +143,21 @@ class BatchProcessor:
             self._pending[id(batch)] = pending
         return batch
 
-    def _decide(self, messages: list[Message]) -> list[Outcome]:
+    def _decide(self, messages: list[Message], changes: ChangeSet | None) -> tuple[list[Outcome], ChangeSet | None]:
         """Decisions for the batch; a message that makes the pipeline raise becomes a dead letter on its own.
 
         The pipeline never raises on bad input by design; this is the net under that promise. Errors of the
         infrastructure (BpError, e.g. the state store) are not the message's fault and stop the batch instead.
         """
         try:
-            return self.pipeline.decide_batch(messages)
+            return self.pipeline.decide_batch(messages), changes
         except BpError:
             raise
         except Exception as exc:
             log.error("deciding a batch raised %s: %s; deciding its messages one by one", type(exc).__name__, exc)
+        if self.state is not None and changes is not None:  # the messages before the culprit are decided again
+            self.state.discard(changes)
+            changes = self.state.begin()
         outcomes: list[Outcome] = []
         for message in messages:
             try:
@@ -152,7 +167,14 @@ class BatchProcessor:
             except Exception as exc:
                 detail = f"cannot be decided ({type(exc).__name__}: {exc})"[:500]
                 outcomes.append(Outcome(message, 0, Rejected(reason="bad_record", detail=detail, stage="decide")))
-        return outcomes
+        return outcomes, changes
+
+    def checkpoint(self, batch: Batch) -> None:
+        """Every sink acknowledged ``batch``: persist the state it reflects, before its offsets are committed."""
+        if self.state is not None:
+            persisting = time.perf_counter()
+            self.state.persist(batch.state, batch.next_offsets)
+            self.totals.stage_seconds["state"] += time.perf_counter() - persisting
 
     def _document(self, outcome: Outcome, anomaly: Anomaly, ingested_at: str) -> Document:
         source = anomaly_document(outcome, anomaly, self.pipeline.model_version, ingested_at)
@@ -191,6 +213,8 @@ class BatchProcessor:
         """A failed batch (and any prepared after it) will be replayed: its statistics must not count yet."""
         log.error("batch not committed, will be retried: %s", error)
         self.metrics.retries.labels("batch").inc()
+        if self.state is not None:
+            self.state.discard(batch.state)
         window_before, _ = self._pending.get(id(batch), (self.window, 0.0))
         self.window = window_before
         self.window_due = time.monotonic()
@@ -219,6 +243,7 @@ def consume(
         on_delivered=processor.complete,
         on_failed=processor.rollback,
         on_commit_refused=lambda _: metrics.retries.labels("commit").inc(),
+        checkpoint=processor.checkpoint,
         stage_seconds=totals.stage_seconds,
     )
 

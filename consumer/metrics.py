@@ -40,6 +40,12 @@ class Metrics:
             "bp_batch_seconds", "Time to decide, write and commit a batch", buckets=LATENCY_BUCKETS, registry=r
         )
         self.lag = Gauge("bp_consumer_lag", "Messages behind the end of each partition", ["partition"], registry=r)
+        self.state_restored = Counter(
+            "bp_state_restore_records", "Changelog records read to restore per-patient state", registry=r
+        )
+        self.state_restore_seconds = Gauge(
+            "bp_state_restore_seconds", "Duration of each partition's last state restore", ["partition"], registry=r
+        )
         for outcome in ("normal", "anomaly", "rejected"):
             self.decisions.labels(outcome)  # export zeros from the start
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import signal
 import sqlite3
 import struct
 import time
@@ -41,6 +43,22 @@ from bp.errors import StateError
 from bp.state import DAY_S, NO_WATERMARK, Entry
 
 log = logging.getLogger("bp.consumer.state")
+
+FAILPOINT_ENV = "BPSTREAM_TEST_FAILPOINT"
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """Fault injection for the crash tests: with ``BPSTREAM_TEST_FAILPOINT=name:n`` in the environment, the
+    process SIGKILLs itself the n-th time it reaches ``name``. Without the variable this does nothing."""
+    wanted = os.environ.get(FAILPOINT_ENV)
+    if not wanted or not wanted.startswith(name + ":"):
+        return
+    _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+    if _failpoint_hits[name] == int(wanted.rsplit(":", 1)[1]):
+        log.warning("failpoint %s reached: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 POSITION_KEY = b"\x00position"
 CHANGELOG_FORMAT = 1
@@ -166,6 +184,11 @@ class Database:
                 "CREATE TABLE IF NOT EXISTS position (partition INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
                 " next_offset INTEGER NOT NULL, watermark REAL, changelog_offset INTEGER NOT NULL)"
             )
+            # Keys changed since the partition's last changelog marker, with their entry at that marker.
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS unlogged (partition INTEGER NOT NULL, key TEXT NOT NULL, before BLOB,"
+                " before_time REAL, PRIMARY KEY (partition, key)) WITHOUT ROWID"
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"state store {path} cannot be opened: {exc}") from None
 
@@ -200,13 +223,34 @@ class Database:
         )
         return [str(row[0]) for row in rows]
 
+    def unlogged(self, partition: int) -> dict[str, tuple[Entry | None, Entry | None]]:
+        """Keys changed since the partition's last changelog marker: key → (entry now, entry at the marker)."""
+        rows = self.db.execute(
+            "SELECT u.key, u.before, u.before_time, s.value, s.last_time FROM unlogged u LEFT JOIN state s"
+            " ON s.partition = u.partition AND s.key = u.key WHERE u.partition = ?",
+            (partition,),
+        )
+        return {
+            str(key): (
+                None if value is None else Entry(bytes(value), float(last_time)),
+                None if before is None else Entry(bytes(before), float(before_time)),
+            )
+            for key, before, before_time, value, last_time in rows
+        }
+
+    def unlogged_partitions(self) -> set[int]:
+        return {int(row[0]) for row in self.db.execute("SELECT DISTINCT partition FROM unlogged")}
+
     def write(
         self,
         changes: dict[int, dict[str, Entry | None]],
         positions: dict[int, Position],
         wipe: Iterable[int] = (),
+        unlogged: dict[int, dict[str, Entry | None]] | None = None,
+        logged: Iterable[int] = (),
     ) -> None:
-        """One transaction: optionally wipe partitions, apply the changes, set the positions."""
+        """One transaction: wipe partitions, apply the changes, remember ``unlogged`` keys (their entry at the last
+        marker; the first one recorded is kept), forget the unlogged keys of ``logged`` partitions, set positions."""
         upserts = []
         deletes = []
         for partition, entries in changes.items():
@@ -222,6 +266,18 @@ class Database:
                 for partition in wipe:
                     db.execute("DELETE FROM state WHERE partition = ?", (partition,))
                     db.execute("DELETE FROM position WHERE partition = ?", (partition,))
+                    db.execute("DELETE FROM unlogged WHERE partition = ?", (partition,))
+                for partition in logged:
+                    db.execute("DELETE FROM unlogged WHERE partition = ?", (partition,))
+                if unlogged:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO unlogged (partition, key, before, before_time) VALUES (?, ?, ?, ?)",
+                        [
+                            (partition, key, None if e is None else e.value, None if e is None else e.last_time)
+                            for partition, befores in unlogged.items()
+                            for key, e in befores.items()
+                        ],
+                    )
                 if upserts:
                     db.executemany(
                         "INSERT INTO state (partition, key, value, last_time) VALUES (?, ?, ?, ?) ON CONFLICT"
@@ -247,6 +303,7 @@ class Database:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            failpoint("state-transaction")  # inside the transaction: everything written, nothing committed
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StateError(f"state store {self.path} write failed: {exc}") from exc
@@ -296,7 +353,13 @@ class PartitionView:
 class StateStore:
     """Keyed per-partition state with per-batch change sets, an LRU cache of persisted entries, and a database."""
 
-    def __init__(self, database: Database, cache_size: int = 100_000, retention_days: float = 30.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        cache_size: int = 100_000,
+        retention_days: float = 30.0,
+        changelog_interval_s: float = 0.0,
+    ) -> None:
         self.database = database
         self.cache_size = cache_size
         self.retention_s = retention_days * DAY_S
@@ -304,8 +367,18 @@ class StateStore:
         self._cache: OrderedDict[tuple[int, str], Entry] = OrderedDict()
         self._pending: list[ChangeSet] = []
         self._next_purge = time.monotonic() + PURGE_EVERY_S
+        self.changelog_interval_s = changelog_interval_s
+        self._next_flush = time.monotonic() + changelog_interval_s
+        self._unflushed: set[int] = set()  # partitions whose position moved since their last marker
+        # Partitions this process owns (set by the loop's keeper; None: all, e.g. tests of the store alone).
+        self.owned: set[int] | None = None
         self.cache_hits = 0
         self.disk_reads = 0
+
+    @property
+    def pending(self) -> list[ChangeSet]:
+        """Change sets of batches decided but not persisted, oldest first."""
+        return self._pending
 
     # -- reading and writing (the loop's thread) --
     def view(self, partition: int) -> PartitionView:
@@ -367,9 +440,11 @@ class StateStore:
         changes: ChangeSet,
         next_offsets: dict[int, int],
         changelog: Changelog | None = None,
+        flush: bool | None = None,
     ) -> None:
-        """Make a batch's changes and the positions they reflect durable: changelog first, then one local
-        transaction. ``changes`` must be the oldest pending change set (batches persist in order)."""
+        """Make a batch's changes and the positions they reflect durable in one local transaction; when the
+        changelog is due (``flush``; default: every ``changelog_interval_s``), first send every change since
+        the last marker plus a new marker per partition. ``changes`` must be the oldest pending change set."""
         if not self._pending or self._pending[0] is not changes:
             raise StateError("batches must be persisted in the order they were decided")
         self._add_purges(changes, next_offsets)
@@ -377,10 +452,17 @@ class StateStore:
             partition: Position(offset, changes.watermarks.get(partition, self.watermark_durable(partition)))
             for partition, offset in next_offsets.items()
         }
-        if changelog is not None:
-            markers = changelog.send(changes, positions)
-            positions = {p: replace(pos, changelog_offset=markers.get(p, -1)) for p, pos in positions.items()}
-        self.database.write(changes.entries, positions)
+        if flush is None:
+            flush = changelog is not None and time.monotonic() >= self._next_flush
+        if changelog is not None and flush:
+            positions = self._send_changelog(changelog, changes, positions)
+            self.database.write(changes.entries, positions, logged=positions)
+            self._unflushed.clear()
+            self._next_flush = time.monotonic() + self.changelog_interval_s
+        else:
+            positions = {p: replace(pos, changelog_offset=self._changelog_offset(p)) for p, pos in positions.items()}
+            self.database.write(changes.entries, positions, unlogged=changes.before)
+            self._unflushed.update(positions)
         self._pending.pop(0)
         self.positions.update(positions)
         for partition, entries in changes.entries.items():
@@ -389,6 +471,45 @@ class StateStore:
                     self._cache.pop((partition, key), None)
                 else:
                     self._remember((partition, key), entry)
+
+    def flush_changelog(self, changelog: Changelog, partitions: Iterable[int] | None = None) -> None:
+        """Send the changes not yet in the changelog (all partitions, or these) with a marker at the durable
+        position; e.g. before giving partitions up, so their next owner has less to re-process."""
+        wanted = set(self.positions) if partitions is None else set(partitions) & set(self.positions)
+        if self.owned is not None:
+            wanted &= self.owned
+        if not wanted:
+            return
+        positions = {p: self.positions[p] for p in wanted}
+        positions = self._send_changelog(changelog, ChangeSet(), positions)
+        self.database.write({}, positions, logged=positions)
+        self.positions.update(positions)
+        self._unflushed.difference_update(wanted)
+
+    def _changelog_offset(self, partition: int) -> int:
+        position = self.positions.get(partition)
+        return -1 if position is None else position.changelog_offset
+
+    def _send_changelog(
+        self, changelog: Changelog, changes: ChangeSet, positions: dict[int, Position]
+    ) -> dict[int, Position]:
+        """Send the unlogged changes (overlaid with this batch's) and markers; positions with marker offsets."""
+        records: dict[int, dict[str, tuple[Entry | None, Entry | None]]] = {}
+        candidates = self.database.unlogged_partitions() | self._unflushed
+        if self.owned is not None:  # never write the changelog of a partition another consumer may own now
+            candidates &= self.owned
+        for partition in candidates | set(changes.entries) | set(positions):
+            if partition not in positions:
+                if partition not in self.positions:
+                    continue
+                positions[partition] = self.positions[partition]
+            current = self.database.unlogged(partition)
+            before = changes.before.get(partition, {})
+            for key, entry in changes.entries.get(partition, {}).items():
+                current[key] = (entry, current[key][1] if key in current else before.get(key))
+            records[partition] = current
+        markers = changelog.send(records, positions)
+        return {p: replace(pos, changelog_offset=markers[p]) for p, pos in positions.items()}
 
     def watermark_durable(self, partition: int) -> float:
         position = self.positions.get(partition)
@@ -425,6 +546,8 @@ class StateStore:
             del self._cache[cache_key]
         for partition in gone:
             self.positions.pop(partition, None)
+        if self.owned is not None:
+            self.owned -= gone
 
     def reload_positions(self) -> None:
         self.positions = self.database.positions()
@@ -434,7 +557,7 @@ class StateStore:
     ) -> None:
         """Write a restored partition to the database in one transaction."""
         positions = {partition: position} if position is not None else {}
-        self.database.write({partition: changes}, positions, wipe=[partition] if wipe else [])
+        self.database.write({partition: changes}, positions, wipe=[partition] if wipe else [], logged=[partition])
         for cache_key in [k for k in self._cache if k[0] == partition]:
             del self._cache[cache_key]
         if wipe:
@@ -453,19 +576,25 @@ class Changelog:
         self.input_topic = input_topic
         self.timeout_s = timeout_s
 
-    def send(self, changes: ChangeSet, positions: dict[int, Position]) -> dict[int, int]:
-        """Send every change, then one marker per partition; flush; return each marker's offset."""
+    def send(
+        self, records: dict[int, dict[str, tuple[Entry | None, Entry | None]]], positions: dict[int, Position]
+    ) -> dict[int, int]:
+        """Send every change (partition → key → (entry now or None, entry at the last marker)), then one marker
+        per partition in ``positions``; flush; return each marker's offset."""
         send = self.producer.send
         topic = self.topic
         futures = []
         markers: dict[int, Any] = {}
+        half = sum(len(entries) for entries in records.values()) // 2
         try:
-            for partition, entries in changes.entries.items():
+            for partition, entries in records.items():
                 next_offset = positions[partition].next_offset
-                before = changes.before.get(partition, {})
-                for key, entry in entries.items():
-                    value = None if entry is None else encode_change(next_offset, entry, before.get(key))
+                for key, (entry, before) in entries.items():
+                    value = None if entry is None else encode_change(next_offset, entry, before)
                     futures.append(send(topic, key=key.encode(), value=value, partition=partition))
+                    if len(futures) == half and os.environ.get(FAILPOINT_ENV):
+                        self.producer.flush(timeout=self.timeout_s)
+                        failpoint("changelog-midway")  # half of the changes in the log, no marker
             for partition, position in positions.items():
                 markers[partition] = send(
                     topic, key=POSITION_KEY, value=encode_position(self.input_topic, position), partition=partition
@@ -525,7 +654,8 @@ def read_changelog(
     position = start
     read = 0
     next_report = time.monotonic() + RESTORE_PROGRESS_S
-    while position < end:
+    blind = 0  # polls that told nothing about the high-water mark
+    while True:
         if time.monotonic() > deadline:
             raise StateError(
                 f"restoring partition {partition} from {topic} did not finish in time "
@@ -537,9 +667,14 @@ def read_changelog(
             read += 1
             yield record.offset, record.key or b"", record.value
         position = max(position, consumer.position(tp))
+        # Some brokers (Tansu) report a smaller end offset than they serve: the fetch's high-water mark rules.
         high = consumer.highwater(tp)
-        if not batch and high is not None and position >= high:
-            break  # some brokers report a smaller end offset than they serve: the fetch's high-water mark rules
+        if high is not None and position >= max(end, high):
+            break
+        if high is None and position >= end and not batch:
+            blind += 1
+            if blind >= 25:
+                break
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + RESTORE_PROGRESS_S
             progress(read, max(end - start, read))
@@ -581,8 +716,13 @@ def restore_partition(
             yield record
 
     position, changes = replay(counting(), local)
-    if wipe or changes or position != local:
-        store.apply_restore(partition, position, changes, wipe)
+    if local is not None and position is local:
+        return local, counted[0]  # nobody wrote a marker since ours: the local state is the newest there is
+    if local is not None:
+        # Keys changed here after our last marker are rolled back to it (the new marker's writer started there),
+        # then the changelog's records are applied on top.
+        changes = {key: before for key, (_, before) in store.database.unlogged(partition).items()} | changes
+    store.apply_restore(partition, position, changes, wipe=wipe or (local is not None and position is None))
     return position, counted[0]
 
 
@@ -595,5 +735,9 @@ def state_path(state_dir: Path, group: str, topic: str) -> Path:
     return state_dir / safe_name(group) / f"{safe_name(topic)}.sqlite"
 
 
-def open_store(state_dir: Path, group: str, topic: str, cache_size: int, retention_days: float) -> StateStore:
-    return StateStore(Database(state_path(state_dir, group, topic), topic), cache_size, retention_days)
+def open_store(
+    state_dir: Path, group: str, topic: str, cache_size: int, retention_days: float, changelog_interval_s: float
+) -> StateStore:
+    return StateStore(
+        Database(state_path(state_dir, group, topic), topic), cache_size, retention_days, changelog_interval_s
+    )

@@ -96,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             env["BP_ES_URL"] = standin.es_url
             kafka = "" if broker else f"Kafka {standin.bootstrap}, "
             print(f"demo: stand-in up (pid {standin.pid}): {kafka}Elasticsearch {standin.es_url}")
-            # A fresh broker restarts offsets at 0: clear the previous demo's archive so nothing is mistaken
-            # for a replay.
+            # A fresh broker restarts offsets at 0: clear the previous demo's archive and per-patient state so
+            # nothing is mistaken for a replay.
             for path in archive.glob("*"):
                 if path.name != ".gitkeep":
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(ROOT / "data" / "state", ignore_errors=True)
         started = time.monotonic()
         run("producer.producer",
             ["--count", str(args.count), "--rate", "0", "--patients", str(args.patients), "--seed", str(args.seed),

@@ -87,6 +87,7 @@ def consumer_args(names: dict[str, str], archive: Path, *extra: str) -> list[str
     return [
         "--topic", names["topic"], "--dlq-topic", names["dlq"], "--group", names["group"],
         "--index", names["index"], "--stats-index", names["stats_index"], "--archive-dir", str(archive),
+        "--state-dir", str(archive.parent / f"{archive.name}.state"),
         "--rules-only", "--stop-when-idle", "3", "--batch-size", "200", *extra,
     ]  # fmt: skip
 

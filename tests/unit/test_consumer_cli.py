@@ -13,19 +13,15 @@ from pathlib import Path
 import joblib
 import orjson
 import pytest
-import sklearn
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline as SkPipeline
-from sklearn.preprocessing import StandardScaler
 
-from bp.alerts import AlertPolicy
 from bp.cohort import Cohort
 from bp.errors import ModelError
-from bp.features import ARTIFACT_FORMAT, FEATURE_NAMES, PatientHistory, feature_matrix
+from bp.features import FEATURE_NAMES
 from bp.fhir import build_observation
 from bp.reading import Reading
 from consumer.pipeline import Message, Pipeline
 from consumer.scoring import load_model
+from tests.small_model import fit_small_model
 
 ROOT = Path(__file__).resolve().parents[2]
 HL7_EXAMPLE = ROOT / "tests" / "fixtures" / "observation-example-bloodpressure.json"
@@ -41,26 +37,7 @@ def consumer(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model fitted here on simulated data, saved in the artifact format the consumer checks."""
-    sims = Cohort(patients=40, seed=3, start=datetime(2026, 1, 1, tzinfo=UTC), interval=timedelta(minutes=30)).take(
-        8000
-    )
-    matrix = feature_matrix(PatientHistory(), [sim.reading for sim in sims])
-    labels = [sim.truth.significant for sim in sims]
-    model = SkPipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(max_iter=500))]).fit(matrix, labels)
-    metadata = {
-        "format": ARTIFACT_FORMAT,
-        "feature_names": list(FEATURE_NAMES),
-        "threshold": 0.4,
-        "alert_policy": AlertPolicy(threshold=0.4).to_dict(),
-        "sklearn_version": sklearn.__version__,
-        "joblib_version": joblib.__version__,
-        "model_version": "test-small",
-    }
-    path = tmp_path_factory.mktemp("model") / "small.joblib"
-    joblib.dump({"pipeline": model, "metadata": metadata}, path)
-    sidecar = {**metadata, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
-    return path
+    return fit_small_model(tmp_path_factory.mktemp("model"))
 
 
 def test_check_runs_the_official_hl7_example() -> None:

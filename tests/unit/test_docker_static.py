@@ -44,6 +44,7 @@ TEMPLATE_FILES = {
 TOPIC = "blood-pressure"
 TOPIC_PARTITIONS = 6
 DLQ_TOPIC = "blood-pressure.dlq"
+CHANGELOG_TOPIC = "bp-analyzer.state"  # the default group's per-patient state changelog
 INFRA_PORTS = {"kafka": 9092, "elasticsearch": 9200, "kibana": 5601}
 APP_SERVICES = ("producer", "consumer")
 DASHBOARD_TITLE = "Blood pressure surveillance"
@@ -735,6 +736,10 @@ def test_setup_creates_the_project_topics_idempotently(setup_vars: dict[str, str
     assert int(topics[DLQ_TOPIC]) >= 1
     script = SETUP_SH.read_text(encoding="utf-8")
     assert "--create --if-not-exists" in script
+    # The consumer group's state changelog: as many partitions as the input, compacted.
+    changelog = dict(spec.split(":") for spec in setup_vars["COMPACTED_TOPICS"].split())
+    assert changelog == {CHANGELOG_TOPIC: str(TOPIC_PARTITIONS)}
+    assert "--config cleanup.policy=compact" in script
 
 
 def test_setup_installs_both_index_templates_under_their_names(

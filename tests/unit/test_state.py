@@ -356,3 +356,123 @@ def test_expired_patients_are_purged_without_changing_decisions(tmp_path: Path, 
     np.testing.assert_array_equal(np.array(rows), np.array([expected.observe(r) for r in items]))
     assert store.database.count(0) < len({r.patient_id for r in items})
     assert any(value is None for _, _, value in log.partitions[0])
+
+
+# ------------------------------------------------------------------------------- changelog every few batches
+class Checked:
+    """Decides readings of partition 0 through a store and checks every feature row against the reference."""
+
+    def __init__(self, items: list[Reading]) -> None:
+        self.items = items
+        self.expected = reference(items)
+        self.decided = 0
+
+    def run(self, store: StateStore, start: int, end: int, size: int, changelog: Changelog, flush_every: int) -> None:
+        history = PatientHistory(store.view(0))
+        for number, at in enumerate(range(start, end, size), 1):
+            stop = min(at + size, end)
+            changes = store.begin()
+            for offset in range(at, stop):
+                assert history.observe(self.items[offset]) == self.expected[offset], offset
+                self.decided += 1
+            store.persist(changes, {0: stop}, changelog, flush=number % flush_every == 0)
+
+
+def same_state(a: StateStore, b: StateStore, items: list[Reading]) -> None:
+    for key in {r.patient_id for r in items}:
+        assert a.database.get(0, key) == b.database.get(0, key), key
+
+
+@pytest.mark.parametrize("crash_after", [0, 5, 40])
+def test_interval_changelog_crash_mid_flush_then_restart_and_move(tmp_path: Path, crash_after: int) -> None:
+    """The changelog is written every 3rd batch. A dies in the middle of a flush; it restarts on its own local
+    state (ahead of the changelog), goes on, and is then replaced by B, which restores from the compacted
+    changelog; later A gets the partition back and catches up from B's markers. Every decision on the way
+    equals the uninterrupted reference, and every restored state equals its writer's."""
+    log = FakeLog()
+    changelog = Changelog(log, LOG_TOPIC, TOPIC)
+    items = readings(7, 3000, patients=120)
+    check = Checked(items)
+    a = store_at(tmp_path / "a.sqlite")
+    check.run(a, 0, 700, 50, changelog, flush_every=3)  # markers at 150, 300, ... 600; local at 700
+    history = PatientHistory(a.view(0))
+    doomed = a.begin()
+    for offset in range(700, 750):
+        history.observe(items[offset])
+    log.crash_after = crash_after
+    with pytest.raises(StateError):
+        a.persist(doomed, {0: 750}, changelog, flush=True)
+    log.crash_after = None
+    a.database.close()
+    # A restarts: nobody wrote a marker since its own, so its local state (at 700) stands.
+    a = store_at(tmp_path / "a.sqlite")
+    position, _ = restore_partition(a, log.reader(), LOG_TOPIC, 0, 30, lambda done, total: None)
+    assert position is not None and position.next_offset == 700
+    check.run(a, 700, 1400, 50, changelog, flush_every=3)
+    # A is gone for good after 1400 (its last marker is older); B restores from the compacted changelog.
+    log.compact()
+    b, position = restored(log, tmp_path / "b.sqlite")
+    assert position is not None and 700 < position.next_offset <= 1400
+    check.run(b, position.next_offset, 2200, 60, changelog, flush_every=2)
+    b.flush_changelog(changelog)
+    # A gets the partition back: its unlogged changes are rolled back, B's markers applied.
+    position, _ = restore_partition(a, log.reader(), LOG_TOPIC, 0, 30, lambda done, total: None)
+    assert position is not None and position.next_offset == 2200
+    same_state(a, b, items)
+    check.run(a, 2200, 3000, 80, changelog, flush_every=4)
+    assert check.decided > 3000  # some readings were decided twice (replays), always identically
+
+
+def test_unlogged_changes_survive_a_restart_and_reach_the_changelog(tmp_path: Path) -> None:
+    """Changes persisted locally between two markers are remembered on disk: after a restart the next flush
+    still sends them, so a consumer restoring from the changelog gets the full state."""
+    log = FakeLog()
+    changelog = Changelog(log, LOG_TOPIC, TOPIC)
+    items = readings(8, 1000, patients=200)
+    check = Checked(items)
+    a = store_at(tmp_path / "a.sqlite")
+    check.run(a, 0, 500, 100, changelog, flush_every=1000)  # never flushed
+    assert not log.partitions
+    a.database.close()
+    a = store_at(tmp_path / "a.sqlite")
+    check.run(a, 500, 600, 100, changelog, flush_every=1)
+    log.compact()
+    b, position = restored(log, tmp_path / "b.sqlite")
+    assert position is not None and position.next_offset == 600
+    same_state(a, b, items)
+
+
+def test_owner_back_behind_its_own_local_state_rolls_its_unlogged_changes_back(tmp_path: Path) -> None:
+    """A is at 1000 locally but its last marker says 800; B restores (800), gets only to 850 and writes a marker,
+    then A gets the partition back: A must return to the state at 850 (roll back what it did after 800, apply
+    B's records), not keep its own 1000, or it would apply 850-1000 twice."""
+    log = FakeLog()
+    changelog = Changelog(log, LOG_TOPIC, TOPIC)
+    items = readings(9, 1500, patients=50)
+    check = Checked(items)
+    a = store_at(tmp_path / "a.sqlite")
+    check.run(a, 0, 800, 100, changelog, flush_every=1)
+    check.run(a, 800, 1000, 100, changelog, flush_every=1000)
+    b, position = restored(log, tmp_path / "b.sqlite")
+    assert position is not None and position.next_offset == 800
+    check.run(b, 800, 850, 50, changelog, flush_every=1)
+    position, _ = restore_partition(a, log.reader(), LOG_TOPIC, 0, 30, lambda done, total: None)
+    assert position is not None and position.next_offset == 850
+    same_state(a, b, items)
+    check.run(a, 850, 1500, 100, changelog, flush_every=2)
+
+
+def test_only_owned_partitions_reach_the_changelog(tmp_path: Path) -> None:
+    """Unlogged changes of a partition this process no longer owns stay local: writing them (or a marker) to the
+    changelog could overwrite what the partition's new owner wrote."""
+    log = FakeLog()
+    changelog = Changelog(log, LOG_TOPIC, TOPIC)
+    store = store_at(tmp_path / "a.sqlite")
+    for partition in (0, 1):
+        changes = store.begin()
+        store.view(partition).put("p", Entry(b"v", 1.0))
+        store.persist(changes, {partition: 5}, changelog, flush=False)
+    store.owned = {0}
+    store.flush_changelog(changelog)
+    assert set(log.partitions) == {0}
+    assert store.database.unlogged(1)  # kept for when partition 1 comes back
