@@ -44,8 +44,9 @@ class CommitProtocol(Generic[R]):
     4. While a delivery takes long (an outage) the partitions are paused and the consumer keeps polling, so the
        group does not evict it; records of a partition assigned meanwhile are sought back, never dropped.
     5. A commit Kafka refuses (a rebalance took the partitions, the broker restarts, a timeout) leaves the
-       delivered batch uncommitted: it is rewound where still assigned and replayed (or replayed by the new
-       owner), so a batch may be counted twice, never lost (at-least-once).
+       delivered batch uncommitted: the partitions still assigned resume right after it (its sinks and state
+       have it) and the batches polled after it are read again; a new owner resumes from the position of the
+       persisted state (or the committed offsets), so a batch may be delivered twice, never lost.
     """
 
     def __init__(
@@ -108,7 +109,9 @@ class CommitProtocol(Generic[R]):
             log.warning("%s", exc)
             if self._on_commit_refused is not None:
                 self._on_commit_refused(exc)
-            self.rewind(batch.first_offsets, *later)
+            # Every sink has the batch and its state is persisted up to next_offsets: resume after it (a batch
+            # decided again on top of its own persisted state would count its readings twice in the history).
+            self.rewind(batch.next_offsets, *later)
             return False
         return True
 

@@ -169,6 +169,12 @@ class BatchProcessor:
                 outcomes.append(Outcome(message, 0, Rejected(reason="bad_record", detail=detail, stage="decide")))
         return outcomes, changes
 
+    def commit_refused(self, error: SinkError) -> None:
+        """Kafka refused a delivered batch's commit: the batches decided after it are read again."""
+        self.metrics.retries.labels("commit").inc()
+        if self.state is not None:
+            self.state.discard_later()
+
     def checkpoint(self, batch: Batch) -> None:
         """Every sink acknowledged ``batch``: persist the state it reflects, before its offsets are committed."""
         if self.state is not None:
@@ -242,7 +248,7 @@ def consume(
         processor.deliver,
         on_delivered=processor.complete,
         on_failed=processor.rollback,
-        on_commit_refused=lambda _: metrics.retries.labels("commit").inc(),
+        on_commit_refused=processor.commit_refused,
         checkpoint=processor.checkpoint,
         stage_seconds=totals.stage_seconds,
     )

@@ -79,6 +79,10 @@ class StateKeeper:
         if changes is not None:
             self.store.discard(changes)
 
+    def discard_later(self) -> None:
+        """Drop the changes of every batch not yet persisted (they are decided again)."""
+        self.store.discard_all()
+
     def persist(self, changes: ChangeSet | None, next_offsets: Mapping[tuple[str, int], int]) -> None:
         """Make the batch's state durable with the positions it reflects; SinkError if that is not possible
         (the batch is then rewound and replayed like after any sink failure)."""

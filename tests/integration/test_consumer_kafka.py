@@ -177,7 +177,9 @@ def test_two_consumers_split_the_partitions_and_process_everything_once(
                 args = streaming_args(
                     names, archive, "--instance-id", instance, "--summary-json", str(tmp_path / f"{instance}.json")
                 )
-                processes.append(start_consumer(args, endpoints.env(), log))
+                args += ["--state-dir", str(tmp_path / f"{instance}.state")]  # two machines
+                # the changelog with every batch: a moved partition resumes at its last batch, not up to 5 s back
+                processes.append(start_consumer(args, endpoints.env(BP_STATE_CHANGELOG_INTERVAL_S="0"), log))
                 if instance == "a":
                     wait_for(lambda: last_assignment(logs["a"]) == set(range(6)), 60, f"a assigned ({log})")
 
