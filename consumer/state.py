@@ -66,6 +66,7 @@ PURGE_EVERY_S = 60.0
 PURGE_LIMIT = 10_000
 RESTORE_PROGRESS_S = 5.0
 
+_UNKNOWN = object()  # a key the cache knows nothing about
 _CHANGE = struct.Struct("<BqdI")  # format, next input offset of the batch, new last_time, len(new value)
 _PREV = struct.Struct("<d")  # previous last_time, followed by the previous value (absent: no previous entry)
 
@@ -364,7 +365,7 @@ class StateStore:
         self.cache_size = cache_size
         self.retention_s = retention_days * DAY_S
         self.positions: dict[int, Position] = database.positions()
-        self._cache: OrderedDict[tuple[int, str], Entry] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, str], Entry | None] = OrderedDict()  # None: known to be absent
         self._pending: list[ChangeSet] = []
         self._next_purge = time.monotonic() + PURGE_EVERY_S
         self.changelog_interval_s = changelog_interval_s
@@ -409,18 +410,17 @@ class StateStore:
             if entries is not None and key in entries:
                 return entries[key]
         cache_key = (partition, key)
-        entry = self._cache.get(cache_key)
-        if entry is not None:
+        cached = self._cache.get(cache_key, _UNKNOWN)
+        if cached is not _UNKNOWN:
             self._cache.move_to_end(cache_key)
             self.cache_hits += 1
-            return entry
+            return cached  # type: ignore[return-value]
         self.disk_reads += 1
         entry = self.database.get(partition, key)
-        if entry is not None:
-            self._remember(cache_key, entry)
+        self._remember(cache_key, entry)  # absent keys too (e.g. patients without alert state)
         return entry
 
-    def _remember(self, cache_key: tuple[int, str], entry: Entry) -> None:
+    def _remember(self, cache_key: tuple[int, str], entry: Entry | None) -> None:
         cache = self._cache
         cache[cache_key] = entry
         if len(cache) > self.cache_size:
@@ -467,10 +467,7 @@ class StateStore:
         self.positions.update(positions)
         for partition, entries in changes.entries.items():
             for key, entry in entries.items():
-                if entry is None:
-                    self._cache.pop((partition, key), None)
-                else:
-                    self._remember((partition, key), entry)
+                self._remember((partition, key), entry)
 
     def flush_changelog(self, changelog: Changelog, partitions: Iterable[int] | None = None) -> None:
         """Send the changes not yet in the changelog (all partitions, or these) with a marker at the durable
@@ -643,8 +640,10 @@ def read_changelog(
     start: int,
     deadline: float,
     progress: Callable[[int, int], None],
+    high_water: list[int] | None = None,
 ) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """Every record of one changelog partition from ``start`` to its end, in order; bounded by ``deadline``."""
+    """Every record of one changelog partition from ``start`` to its end, in order; bounded by ``deadline``.
+    ``high_water[0]`` is set to the end of the partition as the broker served it."""
     from kafka import TopicPartition
 
     tp = TopicPartition(topic, partition)
@@ -669,6 +668,8 @@ def read_changelog(
         position = max(position, consumer.position(tp))
         # Some brokers (Tansu) report a smaller end offset than they serve: the fetch's high-water mark rules.
         high = consumer.highwater(tp)
+        if high_water is not None:
+            high_water[0] = max(high_water[0], end if high is None else high)
         if high is not None and position >= max(end, high):
             break
         if high is None and position >= end and not batch:
@@ -700,22 +701,29 @@ def restore_partition(
     local = store.database.positions().get(partition)
     tp = TopicPartition(topic, partition)
     end = consumer.end_offsets([tp]).get(tp, 0)
+    if local is not None and end == local.changelog_offset + 1:
+        return local, 0  # our own marker is the last record: the local state is current
+    if local is None and end == 0:
+        return None, 0  # no state anywhere
     wipe = False
-    if local is not None and local.changelog_offset >= end:
-        log.warning(
-            "partition %d: local state is ahead of changelog %s (offset %d, end %d): restoring from the changelog",
-            partition, topic, local.changelog_offset, end,
-        )  # fmt: skip
-        local, wipe = None, True
     start = local.changelog_offset + 1 if local is not None else 0
     counted = [0]
+    high = [0]
 
-    def counting() -> Iterator[tuple[int, bytes, bytes | None]]:
-        for record in read_changelog(consumer, topic, partition, start, time.monotonic() + timeout_s, progress):
+    def counting(start: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        deadline = time.monotonic() + timeout_s
+        for record in read_changelog(consumer, topic, partition, start, deadline, progress, high):
             counted[0] += 1
             yield record
 
-    position, changes = replay(counting(), local)
+    position, changes = replay(counting(start), local)
+    if local is not None and high[0] <= local.changelog_offset:
+        log.warning(
+            "partition %d: local state is ahead of changelog %s (marker at %d, end %d): restoring from the changelog",
+            partition, topic, local.changelog_offset, high[0],
+        )  # fmt: skip
+        local, wipe = None, True
+        position, changes = replay(counting(0), None)
     if local is not None and position is local:
         return local, counted[0]  # nobody wrote a marker since ours: the local state is the newest there is
     if local is not None:

@@ -156,7 +156,7 @@ class StateKeeper:
         try:
             consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()})
         except Exception as exc:  # informative only: the state's position is what the consumer resumes from
-            log.warning("could not commit the restored positions: %s", exc)
+            log.info("restored positions not committed (%s); the next commit covers them", exc)
 
     def _restore(self, partition: int) -> int | None:
         self._ensure_changelog()

@@ -367,10 +367,11 @@ def test_archive_disk_full_then_freed_gives_the_uninterrupted_outcome(
                 with filler.open("wb") as handle, contextlib.suppress(OSError):
                     for _ in range(100_000):  # bounded: 64 MiB at most
                         handle.write(b"\0" * 65_536)
-                wait_for(lambda: b"archive write failed" in log.read_bytes(), 60, "the full disk to be noticed")
+                # (the batch in flight when the disk filled was archived before: it may still commit)
+                wait_for(lambda: log.read_bytes().count(b"archive write failed") >= 2, 60, "the full disk noticed")
                 during = offsets.committed()
                 assert sum(during.values()) < stream.total, "nothing was left to do when the disk filled"
-                wait_for(lambda: log.read_bytes().count(b"archive write failed") >= 3, 60, "a few retries")
+                wait_for(lambda: log.read_bytes().count(b"archive write failed") >= 5, 60, "a few more retries")
                 assert offsets.committed() == during, "offsets committed while the archive could not be written"
                 filler.unlink()
                 wait_for(lambda: offsets.committed() == stream.ends, 180, f"everything committed (log {log})")
