@@ -24,9 +24,10 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from bp.clinical import Category, assess
-from bp.cohort import Cohort, Schedule, SimReading, parse_profile_mix
+from bp.cohort import Cohort, Schedule, SimReading
 from bp.errors import ConfigError
 from bp.features import FEATURE_NAMES, PatientHistory, feature_matrix
+from bp.profiles import parse_profile_mix
 from bp.reading import Reading
 
 log = logging.getLogger("ml.dataset")

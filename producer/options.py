@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Schedule, parse_profile_mix
+from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Schedule
 from bp.kafka_config import add_security_flags, security_overrides
+from bp.profiles import parse_profile_mix
 from runtime.cli import aware_datetime, non_negative_float, non_negative_int, positive_float, positive_int
 
 DEFAULT_INTERVAL_S = 900.0  # per-patient measurement interval when publishing as fast as possible

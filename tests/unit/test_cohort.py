@@ -17,8 +17,6 @@ from bp.cohort import (
     EXPECTED_CATEGORY_SHARES,
     EXPECTED_SHARES,
     HOLD_READINGS,
-    PROFILE_MIXES,
-    PROFILES,
     RAMP_READINGS,
     REALISTIC_EPISODES_PER_MONTH,
     RESOLVE_READINGS,
@@ -27,9 +25,9 @@ from bp.cohort import (
     Patient,
     Schedule,
     SimReading,
-    parse_profile_mix,
 )
 from bp.fhir import build_observation
+from bp.profiles import PROFILE_MIXES, PROFILES, parse_profile_mix
 
 START = datetime(2024, 3, 1, 6, 0, tzinfo=timezone(timedelta(hours=1)))
 PSEUDONYM = re.compile(r"^pt-[0-9a-f]{10}$")
