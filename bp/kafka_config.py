@@ -12,6 +12,8 @@ from typing import Any
 
 from bp.settings import Settings
 
+METADATA_MAX_AGE_MS = 10_000
+
 
 def connection_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
     """What every kafka-python client shares: where the brokers are, how long to wait for them at start, and
@@ -72,6 +74,9 @@ def consumer_kwargs(settings: Settings) -> dict[str, Any]:
         "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 5),
         "max_poll_interval_ms": settings.max_poll_interval_ms,
         "max_poll_records": settings.batch_size,
+        # kafka-python refreshes metadata every 5 min by default; a group leader that assigned partitions from
+        # metadata missing the topic (created or recovering meanwhile) would sit with no partitions that long.
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         "fetch_max_bytes": settings.fetch_max_bytes,
         "max_partition_fetch_bytes": settings.max_partition_fetch_bytes,
     }

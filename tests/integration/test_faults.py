@@ -380,8 +380,7 @@ def test_survivor_takes_over_a_killed_members_partitions(
 
 
 # ------------------------------------------------------------------------------------ endpoints missing at start
-CONNECT_TIMEOUT_S = 3.0
-START_MARGIN_S = 8.0  # interpreter + imports (~1.5 s on 2 cores) and the last attempt of the connect loop
+CONNECT_TIMEOUT_S = 3.0  # the default is 10 s: the error line must name the configured 3 s
 
 
 def assert_fails_fast(result: subprocess.CompletedProcess[str], elapsed: float, service: str, address: str) -> None:
@@ -389,9 +388,11 @@ def assert_fails_fast(result: subprocess.CompletedProcess[str], elapsed: float, 
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("consumer: error:")]
     assert len(errors) == 1, result.stderr[-2000:]
-    assert f"cannot reach {service} at {address}" in errors[0]
+    assert f"cannot reach {service} at {address} within {CONNECT_TIMEOUT_S:.0f} s" in errors[0]
     assert result.stderr.rstrip().endswith(errors[0]), "the error is the last word"
-    assert elapsed < CONNECT_TIMEOUT_S + START_MARGIN_S, f"took {elapsed:.1f} s"
+    # Not a timed test (a loaded machine may be slow): the process must end on its own, well before run_cli's
+    # 60 s limit, which a retry loop ignoring the setting would reach.
+    assert elapsed < 45, f"took {elapsed:.1f} s"
 
 
 def test_consumer_without_broker_exits_2_with_one_line(
