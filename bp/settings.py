@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics port (off if unset)")
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to (0.0.0.0 in containers)")
 
-    # Parser (bp/fhir.py): size limit and plausible-time window
+    # Parser (bp/fhir/): size limit and plausible-time window
     max_message_bytes: int = Field(
         DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1 << 30, description="larger messages are rejected (too_large)"
     )

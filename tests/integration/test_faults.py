@@ -3,7 +3,7 @@ and endpoints that are missing at start.
 
 Every run uses --rules-only, so the expected outcome comes from the independent oracle of
 test_consumer_kafka.py (anomaly iff systolic < 90 or diastolic < 60 or systolic > 140 or diastolic > 90), and
-the expected reject reasons come from the documented contract (bp/fhir.py module docstring), see
+the expected reject reasons come from the documented contract (bp/fhir/__init__.py docstring), see
 faults_support.py. "Nothing lost, nothing duplicated" is checked in every sink: the anomaly index holds exactly
 the expected ids, the archive exactly the expected normal ids (each once), the DLQ every reject.
 
