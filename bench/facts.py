@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.context import Bench
 from bench.presets import Preset
+from bp.redact import mask_urls
 
 LIBRARIES = (
     "kafka-python",
@@ -78,7 +79,7 @@ def machine_facts(bench: Bench) -> dict[str, Any]:
         "libraries": libs,
         "endpoints": endpoints_fact(bench),
         "kafka_bootstrap": bench.bootstrap,
-        "es_url": bench.es_url,
+        "es_url": mask_urls(bench.es_url),  # results are shared: never a password
         "es_version": bench.es.info()["version"]["number"],
     }
 
