@@ -13,6 +13,7 @@ from typing import Any
 from bp.settings import Settings
 
 METADATA_MAX_AGE_MS = 10_000
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 def connection_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -22,6 +23,9 @@ def connection_kwargs(settings: Settings, client_id: str) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": client_id,
         "bootstrap_timeout_ms": _timeout_ms(settings),
+        # kafka-python backs reconnects off up to 30 s: after a broker restart an idle client would sit that long
+        # before fetching again. 1 s is the Java client's default.
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     } | security_kwargs(settings)
 
 

@@ -117,6 +117,22 @@ def lag(consumer: Any) -> dict[int, int] | None:
     return lags
 
 
+def read_to_end(consumer: Any, timeout_ms: int = 5000) -> bool:
+    """True when every assigned partition has been read to its end offset; False while Kafka does not answer
+    (an outage is not idleness: ``--stop-when-idle`` waits it out)."""
+    from kafka.errors import KafkaError
+
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return True
+    try:
+        ends = consumer.end_offsets(assigned, timeout_ms=timeout_ms)
+        return all(consumer.position(tp) >= end for tp, end in ends.items())
+    except (KafkaError, OSError, ValueError) as exc:
+        log.info("cannot check the end of the partitions (%s: %s): not stopping yet", type(exc).__name__, exc)
+        return False
+
+
 def to_message(record: Any) -> Message:
     return Message(
         value=record.value,

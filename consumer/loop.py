@@ -19,7 +19,7 @@ from bp.errors import BpError, SinkError
 from bp.reading import Anomaly, Rejected
 from bp.settings import Settings
 from consumer.batch import Batch, DeadLetter, Partition, Totals, one_per_message, sort_batch
-from consumer.clients import lag, to_message
+from consumer.clients import lag, read_to_end, to_message
 from consumer.commit import CommitProtocol
 from consumer.dead_letters import DeadLetters
 from consumer.metrics import Metrics
@@ -296,8 +296,10 @@ def consume(
                 if not settle():
                     continue
                 if options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
-                    log.info("idle for %.1f s: stopping", options.stop_when_idle)
-                    break
+                    if read_to_end(consumer):
+                        log.info("idle for %.1f s at the end of every partition: stopping", options.stop_when_idle)
+                        break
+                    idle_since = time.monotonic()  # Kafka unreachable or more to read: not idle
                 if not stop:
                     time.sleep(IDLE_SLEEP_S)
             else:

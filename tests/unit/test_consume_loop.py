@@ -63,7 +63,7 @@ class FakeConsumer:
             TopicPartition(TOPIC, p): [Record(TOPIC, p, o, value_for(p, o)[0], b"k") for o in range(per_partition)]
             for p in range(partitions)
         }
-        self.position = dict.fromkeys(self.log, 0)
+        self.positions = dict.fromkeys(self.log, 0)
         self.committed = dict.fromkeys(self.log, 0)
         self.paused: set[TopicPartition] = set()
         self.sinks = sinks
@@ -77,16 +77,16 @@ class FakeConsumer:
         for tp in sorted(self.log):
             if tp in self.paused or budget <= 0:
                 continue
-            start = self.position[tp]
+            start = self.positions[tp]
             chunk = self.log[tp][start : start + min(budget, 7)]
             if chunk:
                 out[tp] = chunk
-                self.position[tp] += len(chunk)
+                self.positions[tp] += len(chunk)
                 budget -= len(chunk)
         return out
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.position[tp] = offset
+        self.positions[tp] = offset
 
     def pause(self, *tps: TopicPartition) -> None:
         self.paused.update(tps)
@@ -103,6 +103,12 @@ class FakeConsumer:
 
     def highwater(self, tp: TopicPartition) -> int:
         return len(self.log[tp])
+
+    def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+        return {tp: len(self.log[tp]) for tp in tps}
 
 
 class FakeSinks:
@@ -305,7 +311,7 @@ def test_protocol_delivers_then_checkpoints_then_commits(tmp_path: Path) -> None
 
 def test_protocol_failed_checkpoint_commits_nothing_and_rewinds_both_batches(tmp_path: Path) -> None:
     fake = FakeConsumer(1, 20, FakeSinks(tmp_path / "archive"))
-    fake.position[TopicPartition(TOPIC, 0)] = 12  # two batches polled: 0..5 in flight, 5..12 prepared
+    fake.positions[TopicPartition(TOPIC, 0)] = 12  # two batches polled: 0..5 in flight, 5..12 prepared
     journal = Journal(fail_checkpoint=True)
     protocol = protocol_over(fake, journal)
     protocol.start(decided(tmp_path, range(5)))
@@ -313,7 +319,7 @@ def test_protocol_failed_checkpoint_commits_nothing_and_rewinds_both_batches(tmp
     assert not protocol.settle(later.first_offsets)
     protocol.close()
     assert journal.steps == ["deliver 0", "checkpoint", "failed: state store unwritable"]
-    assert fake.committed[TopicPartition(TOPIC, 0)] == 0 and fake.position[TopicPartition(TOPIC, 0)] == 0
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 0 and fake.positions[TopicPartition(TOPIC, 0)] == 0
 
 
 # -------------------------------------------------------------------------- one message never stops a partition
@@ -508,3 +514,31 @@ def test_a_sink_failing_for_longer_than_the_retry_timeout_ends_the_loop_with_one
     with pytest.raises(SinkError, match=r"giving up after .* s of failures .*Elasticsearch refused"):
         consume(fake, processor, RunOptions(stop_when_idle=30), stop, Retry(0.3, initial_s=0.01, max_s=0.05))
     assert all(offset == 0 for offset in fake.committed.values())
+
+
+def test_stop_when_idle_waits_while_kafka_cannot_say_where_the_end_is(tmp_path: Path) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    class Unreachable(FakeConsumer):
+        calls = 0
+
+        def end_offsets(self, tps: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+            self.calls += 1
+            if self.calls <= 3:  # the broker is restarting: an outage is not idleness
+                raise KafkaTimeoutError("end offsets")
+            return super().end_offsets(tps, timeout_ms)
+
+    sinks = FakeSinks(tmp_path / "archive")
+    fake = Unreachable(1, 10, sinks)
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
+    stop = StopFlag()
+    processor = BatchProcessor(
+        settings,
+        Pipeline(model=None),
+        NormalArchive(sinks.archive),
+        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
+        DeadLetters(sinks, "bp.dlq"),
+        "c1",
+    )
+    consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
+    assert fake.calls == 4 and fake.committed[TopicPartition(TOPIC, 0)] == 10
