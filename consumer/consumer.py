@@ -189,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--session-timeout-ms", type=int, help="group session timeout (env BP_SESSION_TIMEOUT_MS; default 10000)")
     add("--max-poll-interval-ms", type=int, help="max poll interval (env BP_MAX_POLL_INTERVAL_MS; default 300000)")
     add("--offset-reset", choices=["earliest", "latest"], help="start of a new group (env BP_AUTO_OFFSET_RESET)")
-    add("--stop-when-idle", type=non_negative_float, metavar="SECONDS", help="exit after this long without messages")
+    add(
+        "--stop-when-idle",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="exit after this long without messages, at the end of every partition (a Kafka outage is not idle)",
+    )
     add("--max-messages", type=positive_int, metavar="N", help="exit after N messages")
     add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
     add("--metrics-port", type=int, help="serve Prometheus metrics on this port (env BP_METRICS_PORT; default off)")

@@ -264,6 +264,8 @@ def consume(
         return False
 
     idle_since = time.monotonic()
+    joined = False  # idle time counts once the consumer has had partitions (or the join had time to finish)
+    join_deadline = time.monotonic() + processor.settings.session_timeout_ms / 1000
     next_progress = time.monotonic() + PROGRESS_EVERY_S
     try:
         while not stop:
@@ -295,7 +297,10 @@ def consume(
             if not records and not unreadable:
                 if not settle():
                     continue
-                if options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
+                joined = joined or bool(consumer.assignment()) or time.monotonic() > join_deadline
+                if not joined:  # still joining the group (slow on a loaded broker): not idle yet
+                    idle_since = time.monotonic()
+                elif options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
                     if read_to_end(consumer):
                         log.info("idle for %.1f s at the end of every partition: stopping", options.stop_when_idle)
                         break

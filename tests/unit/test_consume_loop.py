@@ -542,3 +542,30 @@ def test_stop_when_idle_waits_while_kafka_cannot_say_where_the_end_is(tmp_path: 
     )
     consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
     assert fake.calls == 4 and fake.committed[TopicPartition(TOPIC, 0)] == 10
+
+
+def test_stop_when_idle_does_not_count_the_time_before_the_first_assignment(tmp_path: Path) -> None:
+    class SlowJoin(FakeConsumer):
+        polls = 0
+
+        def assignment(self) -> set[TopicPartition]:
+            return set(self.log) if self.polls > 20 else set()  # a group join that takes a while
+
+        def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+            self.polls += 1
+            return super().poll(timeout_ms, max_records) if self.assignment() else {}
+
+    sinks = FakeSinks(tmp_path / "archive")
+    fake = SlowJoin(1, 10, sinks)
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
+    stop = StopFlag()
+    processor = BatchProcessor(
+        settings,
+        Pipeline(model=None),
+        NormalArchive(sinks.archive),
+        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
+        DeadLetters(sinks, "bp.dlq"),
+        "c1",
+    )
+    consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
+    assert fake.committed[TopicPartition(TOPIC, 0)] == 10
