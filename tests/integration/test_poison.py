@@ -169,13 +169,6 @@ def test_kafka_restart_mid_stream_is_ridden_out(
     never exits on its own account during the outage, then finishes and exits 0 with everything accounted for."""
     if not endpoints.kafka_restartable:
         pytest.skip("needs a Kafka started by the tests to stop and start it (BP_* endpoints are set)")
-    if endpoints.broker is not None:
-        # Measured 2026-12-02 on Apache Kafka 3.9.1: after the broker is back, this idle consumer fetched nothing
-        # of the 5 new readings for 30 s, then stopped when idle (--stop-when-idle counts from the last message).
-        # A bare kafka-python 3.0.12 consumer in the same situation fetched again only 31-37 s after the broker
-        # was back (request_timeout_ms 30000 or 11000). A busy consumer rides a restart out
-        # (test_faults_kafka.py::test_broker_restart_mid_stream...). Issue 10.
-        pytest.xfail("issue 10: on real Kafka an idle consumer fetches again only ~30-40 s after a broker restart")
     before, anomalies, normals = valid(0)
     after, more_anomalies, more_normals = valid(5)
     create_topic(endpoints.bootstrap, names["topic"])
