@@ -371,6 +371,7 @@ class StateStore:
         self.changelog_interval_s = changelog_interval_s
         self._next_flush = time.monotonic() + changelog_interval_s
         self._unflushed: set[int] = set()  # partitions whose position moved since their last marker
+        self._unlogged_keys: dict[int, set[str]] = {}  # keys known to be in the unlogged table (a write saver)
         # Partitions this process owns (set by the loop's keeper; None: all, e.g. tests of the store alone).
         self.owned: set[int] | None = None
         self.cache_hits = 0
@@ -458,10 +459,19 @@ class StateStore:
             positions = self._send_changelog(changelog, changes, positions)
             self.database.write(changes.entries, positions, logged=positions)
             self._unflushed.clear()
+            for partition in positions:
+                self._unlogged_keys.pop(partition, None)
             self._next_flush = time.monotonic() + self.changelog_interval_s
         else:
             positions = {p: replace(pos, changelog_offset=self._changelog_offset(p)) for p, pos in positions.items()}
-            self.database.write(changes.entries, positions, unlogged=changes.before)
+            # Only keys not yet recorded as unlogged since the last marker (the first "before" is the one kept).
+            fresh: dict[int, dict[str, Entry | None]] = {}
+            for partition, befores in changes.before.items():
+                known = self._unlogged_keys.setdefault(partition, set())
+                fresh[partition] = {key: e for key, e in befores.items() if key not in known}
+            self.database.write(changes.entries, positions, unlogged=fresh)
+            for partition, befores in fresh.items():
+                self._unlogged_keys[partition].update(befores)
             self._unflushed.update(positions)
         self._pending.pop(0)
         self.positions.update(positions)
@@ -480,6 +490,8 @@ class StateStore:
         positions = {p: self.positions[p] for p in wanted}
         positions = self._send_changelog(changelog, ChangeSet(), positions)
         self.database.write({}, positions, logged=positions)
+        for partition in positions:
+            self._unlogged_keys.pop(partition, None)
         self.positions.update(positions)
         self._unflushed.difference_update(wanted)
 
@@ -543,6 +555,7 @@ class StateStore:
             del self._cache[cache_key]
         for partition in gone:
             self.positions.pop(partition, None)
+            self._unlogged_keys.pop(partition, None)
         if self.owned is not None:
             self.owned -= gone
 
@@ -555,6 +568,7 @@ class StateStore:
         """Write a restored partition to the database in one transaction."""
         positions = {partition: position} if position is not None else {}
         self.database.write({partition: changes}, positions, wipe=[partition] if wipe else [], logged=[partition])
+        self._unlogged_keys.pop(partition, None)
         for cache_key in [k for k in self._cache if k[0] == partition]:
             del self._cache[cache_key]
         if wipe:
