@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-messages", type=positive_int, metavar="N", help="exit after N messages")
     add("--check", metavar="FILE|-", help="decide Observations from a file or stdin (no Kafka, no ES) and exit")
     add("--metrics-port", type=int, help="serve Prometheus metrics on this port (env BP_METRICS_PORT; default off)")
-    # parser limits (bp/fhir.py)
+    # parser limits (bp/fhir/limits.py)
     add("--max-message-bytes", type=int, help="reject larger messages (env BP_MAX_MESSAGE_BYTES; default 8 MiB)")
     add("--future-tolerance-hours", type=float, help="reject readings later than arrival + this (default 24)")
     add("--time-floor", metavar="YYYY-MM-DD", help="reject readings before this date (env BP_TIME_FLOOR; 1900-01-01)")
