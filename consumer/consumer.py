@@ -22,7 +22,7 @@ from bp.kafka_config import add_security_flags, admin_kwargs, security_overrides
 from bp.settings import Settings, load_settings
 from consumer.batch import Totals
 from consumer.check import run_check
-from consumer.clients import make_es, make_kafka, rebalance_listener
+from consumer.clients import make_es, make_kafka, rebalance_listener, rejoiner
 from consumer.dead_letters import DeadLetters
 from consumer.loop import BatchProcessor, RunOptions, consume
 from consumer.metrics import Metrics
@@ -58,7 +58,8 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
         alert_policy=rules_policy() if model is None else model.alert_policy,
     )
     try:
-        consumer, producer = make_kafka(settings, rebalance_listener(archive, keeper))
+        listener = rebalance_listener(archive, keeper)
+        consumer, producer = make_kafka(settings, listener)
     except BpError:
         if keeper is not None:
             keeper.close()
@@ -113,7 +114,14 @@ def run(settings: Settings, options: RunOptions, stop: StopFlag) -> Totals:
     )
     tune_gc()
     try:
-        consume(consumer if keeper is None else StatefulConsumer(consumer, keeper), processor, options, stop, retry)
+        consume(
+            consumer if keeper is None else StatefulConsumer(consumer, keeper),
+            processor,
+            options,
+            stop,
+            retry,
+            rejoin=rejoiner(consumer, settings.topic, listener),
+        )
     except KafkaError as exc:
         raise EndpointError(f"Kafka failed: {type(exc).__name__}: {exc}") from None
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,40 @@ log = logging.getLogger("bp.consumer")
 PROGRESS_EVERY_S = 5.0
 IDLE_SLEEP_S = 0.2  # the stand-in answers fetches at once: sleep on empty polls instead of spinning a core
 POLL_TIMEOUT_MS = 100
+
+
+@dataclass(slots=True)
+class Unassigned:
+    """Re-joins the group when this member has had no partition for ``after_s`` seconds.
+
+    kafka-python 3.0.12 sometimes leaves a member that got an empty first assignment out of every later
+    rebalance (measured on Apache Kafka 3.9.1: the other member gets all partitions, this one idles for good).
+    ``rejoin`` re-subscribes when the topic has partitions (see consumer.clients.rejoiner). Where an empty
+    assignment is right (more members than partitions) this costs one rebalance per wait; the wait doubles after
+    each re-join, up to ``MAX_WAIT_S``.
+    """
+
+    after_s: float
+    since: float = field(default_factory=time.monotonic)
+    rejoins: int = 0
+
+    MAX_WAIT_S = 600.0
+
+    def check(self, assigned: bool, rejoin: Callable[[], bool]) -> bool:
+        """True when it re-joined now."""
+        now = time.monotonic()
+        if assigned:
+            self.since = now
+            return False
+        wait = min(self.after_s * 2**self.rejoins, self.MAX_WAIT_S)
+        if now - self.since < wait:
+            return False
+        self.since = now
+        if not rejoin():
+            return False
+        self.rejoins += 1
+        log.warning("no partition assigned for %.0f s although the topic has some: re-joining the group", wait)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,13 +262,19 @@ class BatchProcessor:
 
 
 def consume(
-    consumer: Any, processor: BatchProcessor, options: RunOptions, stop: StopFlag, retry: Retry | None = None
+    consumer: Any,
+    processor: BatchProcessor,
+    options: RunOptions,
+    stop: StopFlag,
+    retry: Retry | None = None,
+    rejoin: Callable[[], bool] | None = None,
 ) -> None:
     """The loop: poll → prepare (decide, archive) → settle the batch in flight (commit) → deliver this one.
 
     ``consumer`` is a KafkaConsumer (or a fake with the same methods); everything else is already built. Every
     failure of the infrastructure waits ``retry``'s backoff before the next attempt and ends the loop with
     SinkError once it has lasted ``retry_timeout_s`` (see consumer/retry.py for what each stage does).
+    ``rejoin`` (optional) re-joins the group when the member stays without partitions (see :class:`Unassigned`).
     """
     from kafka.errors import CorruptRecordError, KafkaError
 
@@ -263,6 +303,7 @@ def consume(
         retry.failed(protocol.last_error)
         return False
 
+    unassigned = Unassigned(after_s=max(10.0, 2 * processor.settings.session_timeout_ms / 1000))
     idle_since = time.monotonic()
     joined = False  # idle time counts once the consumer has had partitions (or the join had time to finish)
     join_deadline = time.monotonic() + processor.settings.session_timeout_ms / 1000
@@ -297,7 +338,10 @@ def consume(
             if not records and not unreadable:
                 if not settle():
                     continue
-                joined = joined or bool(consumer.assignment()) or time.monotonic() > join_deadline
+                assigned = bool(consumer.assignment())
+                if rejoin is not None and unassigned.check(assigned, rejoin):
+                    metrics.retries.labels("kafka").inc()
+                joined = joined or assigned or time.monotonic() > join_deadline
                 if not joined:  # still joining the group (slow on a loaded broker): not idle yet
                     idle_since = time.monotonic()
                 elif options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:

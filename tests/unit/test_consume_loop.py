@@ -569,3 +569,60 @@ def test_stop_when_idle_does_not_count_the_time_before_the_first_assignment(tmp_
     )
     consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
     assert fake.committed[TopicPartition(TOPIC, 0)] == 10
+
+
+# ------------------------------------------------------------------------------------- a member left unassigned
+def test_a_member_without_partitions_rejoins_after_the_wait_then_waits_twice_as_long() -> None:
+    from consumer.loop import Unassigned
+
+    calls: list[int] = []
+
+    def rejoin() -> bool:
+        calls.append(1)
+        return True
+
+    watch = Unassigned(after_s=10.0)
+    assert not watch.check(False, rejoin)  # not yet 10 s
+    watch.since -= 11
+    assert watch.check(False, rejoin) and len(calls) == 1
+    watch.since -= 11  # the wait is now 20 s
+    assert not watch.check(False, rejoin) and len(calls) == 1
+    watch.since -= 10
+    assert watch.check(False, rejoin) and len(calls) == 2
+    watch.since -= 1_000
+    assert not watch.check(True, rejoin), "an assigned member never re-joins"
+    assert len(calls) == 2
+
+
+def test_no_rejoin_when_the_topic_has_no_partition_to_assign() -> None:
+    from consumer.loop import Unassigned
+
+    watch = Unassigned(after_s=10.0)
+    watch.since -= 11
+    assert not watch.check(False, lambda: False)
+    assert watch.rejoins == 0
+
+
+def test_rejoiner_resubscribes_only_when_the_topic_has_partitions() -> None:
+    from consumer.clients import rejoiner
+
+    class Member:
+        def __init__(self, partitions: set[int] | None) -> None:
+            self.partitions = partitions
+            self.calls: list[tuple[str, Any]] = []
+
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            return self.partitions
+
+        def unsubscribe(self) -> None:
+            self.calls.append(("unsubscribe", None))
+
+        def subscribe(self, topics: list[str], listener: Any = None) -> None:
+            self.calls.append(("subscribe", (topics, listener)))
+
+    listener = object()
+    empty = Member(None)
+    assert not rejoiner(empty, "bp", listener)() and empty.calls == []
+    member = Member({0, 1})
+    assert rejoiner(member, "bp", listener)()
+    assert member.calls == [("unsubscribe", None), ("subscribe", (["bp"], listener))]
