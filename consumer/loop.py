@@ -59,6 +59,7 @@ class Unassigned:
     after_s: float
     since: float = field(default_factory=time.monotonic)
     rejoins: int = 0
+    waited: bool = False  # a whole wait has passed without partitions (only then may an idle stop count)
 
     MAX_WAIT_S = 600.0
 
@@ -72,11 +73,16 @@ class Unassigned:
         if now - self.since < wait:
             return False
         self.since = now
+        self.waited = True
         if not rejoin():
             return False
         self.rejoins += 1
         log.warning("no partition assigned for %.0f s although the topic has some: re-joining the group", wait)
         return True
+
+
+def _cannot_rejoin() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +345,10 @@ def consume(
                 if not settle():
                     continue
                 assigned = bool(consumer.assignment())
-                if rejoin is not None and unassigned.check(assigned, rejoin):
+                if unassigned.check(assigned, rejoin or _cannot_rejoin):
                     metrics.retries.labels("kafka").inc()
-                joined = joined or assigned or time.monotonic() > join_deadline
+                # Without partitions, idleness counts only after the join had time and one re-join was tried.
+                joined = joined or assigned or (time.monotonic() > join_deadline and unassigned.waited)
                 if not joined:  # still joining the group (slow on a loaded broker): not idle yet
                     idle_since = time.monotonic()
                 elif options.stop_when_idle is not None and time.monotonic() - idle_since >= options.stop_when_idle:
