@@ -167,11 +167,10 @@ class FakeSinks:
             assert raw in self.dead, f"committed past a reject not dead-lettered {partition}/{offset}"
 
 
-def run_loop(tmp_path: Path, sinks: FakeSinks, partitions: int = 3, per_partition: int = 60) -> FakeConsumer:
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
-    stop = StopFlag()
-    fake = FakeConsumer(partitions, per_partition, sinks)
-    processor = BatchProcessor(
+def processor_over(sinks: FakeSinks, stop: StopFlag) -> BatchProcessor:
+    """A rules-only processor whose archive, Elasticsearch and dead letters are the fake sinks."""
+    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=sinks.archive)
+    return BatchProcessor(
         settings,
         Pipeline(model=None),
         NormalArchive(sinks.archive),
@@ -179,6 +178,12 @@ def run_loop(tmp_path: Path, sinks: FakeSinks, partitions: int = 3, per_partitio
         DeadLetters(sinks, "bp.dlq"),
         "c1",
     )
+
+
+def run_loop(tmp_path: Path, sinks: FakeSinks, partitions: int = 3, per_partition: int = 60) -> FakeConsumer:
+    stop = StopFlag()
+    fake = FakeConsumer(partitions, per_partition, sinks)
+    processor = processor_over(sinks, stop)
     consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, Retry(60, initial_s=0.0, max_s=0.0))
     return fake
 
@@ -347,16 +352,8 @@ def run_poisoned(tmp_path: Path, poison: Record) -> tuple[FakeConsumer, PoisonSi
     sinks.send = send  # type: ignore[method-assign]
     fake = FakeConsumer(1, 0, sinks)
     fake.log[TopicPartition(TOPIC, 0)] = poisoned(poison)
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=sinks.archive)
     stop = StopFlag()
-    processor = BatchProcessor(
-        settings,
-        Pipeline(model=None),
-        NormalArchive(sinks.archive),
-        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
-        DeadLetters(sinks, "bp.dlq"),
-        "c1",
-    )
+    processor = processor_over(sinks, stop)
     consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, Retry(60, initial_s=0.0, max_s=0.0))
     return fake, sinks, letters
 
@@ -435,20 +432,12 @@ def test_rebalances_and_broker_errors_at_poll_and_commit_are_retried_not_fatal(t
         poll_errors=[KafkaConnectionError(), KafkaTimeoutError("metadata")],
         commit_errors=[RebalanceInProgressError(), CommitFailedError("generation"), KafkaTimeoutError("commit")],
     )
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
     stop = StopFlag()
     waits: list[str] = []
     retry = Retry(60, initial_s=0.0, max_s=0.0)
     failed = retry.failed
     retry.failed = lambda why: (waits.append(why), failed(why))[-1]  # type: ignore[method-assign]
-    processor = BatchProcessor(
-        settings,
-        Pipeline(model=None),
-        NormalArchive(sinks.archive),
-        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
-        DeadLetters(sinks, "bp.dlq"),
-        "c1",
-    )
+    processor = processor_over(sinks, stop)
     consume(fake, processor, RunOptions(stop_when_idle=0.3), stop, retry)
     assert all(offset == 30 for offset in fake.committed.values())
     assert len(waits) == 5 and not fake.poll_errors and not fake.commit_errors
@@ -500,17 +489,9 @@ def test_a_reading_the_sinks_cannot_place_becomes_a_dead_letter_not_an_exception
 
 def test_a_sink_failing_for_longer_than_the_retry_timeout_ends_the_loop_with_one_error(tmp_path: Path) -> None:
     sinks = FakeSinks(tmp_path / "archive", fail_bulk_calls=set(range(1, 100_000)))  # Elasticsearch refuses all
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
     stop = StopFlag()
     fake = FakeConsumer(2, 30, sinks)
-    processor = BatchProcessor(
-        settings,
-        Pipeline(model=None),
-        NormalArchive(sinks.archive),
-        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
-        DeadLetters(sinks, "bp.dlq"),
-        "c1",
-    )
+    processor = processor_over(sinks, stop)
     with pytest.raises(SinkError, match=r"giving up after .* s of failures .*Elasticsearch refused"):
         consume(fake, processor, RunOptions(stop_when_idle=30), stop, Retry(0.3, initial_s=0.01, max_s=0.05))
     assert all(offset == 0 for offset in fake.committed.values())
@@ -530,16 +511,8 @@ def test_stop_when_idle_waits_while_kafka_cannot_say_where_the_end_is(tmp_path: 
 
     sinks = FakeSinks(tmp_path / "archive")
     fake = Unreachable(1, 10, sinks)
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
     stop = StopFlag()
-    processor = BatchProcessor(
-        settings,
-        Pipeline(model=None),
-        NormalArchive(sinks.archive),
-        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
-        DeadLetters(sinks, "bp.dlq"),
-        "c1",
-    )
+    processor = processor_over(sinks, stop)
     consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
     assert fake.calls == 4 and fake.committed[TopicPartition(TOPIC, 0)] == 10
 
@@ -557,16 +530,8 @@ def test_stop_when_idle_does_not_count_the_time_before_the_first_assignment(tmp_
 
     sinks = FakeSinks(tmp_path / "archive")
     fake = SlowJoin(1, 10, sinks)
-    settings = load_settings(batch_size=20, index="bpx", stats_index="bps", archive_dir=tmp_path / "archive")
     stop = StopFlag()
-    processor = BatchProcessor(
-        settings,
-        Pipeline(model=None),
-        NormalArchive(sinks.archive),
-        ElasticsearchSink(sinks, on_wait=lambda _: None, should_stop=lambda: bool(stop)),
-        DeadLetters(sinks, "bp.dlq"),
-        "c1",
-    )
+    processor = processor_over(sinks, stop)
     consume(fake, processor, RunOptions(stop_when_idle=0.0), stop, Retry(60, initial_s=0.0, max_s=0.0))
     assert fake.committed[TopicPartition(TOPIC, 0)] == 10
 
