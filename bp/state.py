@@ -4,7 +4,7 @@ Decisions depend on per-patient state (the feature history; alert episodes later
 be a deterministic function of its partition's history. The domain therefore reads and writes state only through
 :class:`KeyedState`: a value-agnostic map from a key (the patient id, optionally ``"<part>/<patient>"`` for other
 per-patient parts) to an :class:`Entry` of compact bytes. The consumer backs it with a durable store (SQLite +
-a changelog topic, ``consumer/state.py``); training and ``--check`` use :class:`MemoryState`.
+a changelog topic, ``consumer/state/``); training and ``--check`` use :class:`MemoryState`.
 
 Retention (the only forgetting; never driven by memory)
     Each partition has an event-time *watermark*: the latest ``effective`` time of any reading seen on it so far,

@@ -18,7 +18,7 @@ from bp.alerts import AlertEvent
 from bp.reading import Anomaly, Decision, Normal, Rejected
 from consumer.pipeline import Message, Outcome, Tally
 from consumer.sinks import ArchiveLine, Document
-from consumer.state import ChangeSet
+from consumer.state.values import ChangeSet
 
 Partition = tuple[str, int]  # (topic, partition)
 DeadLetter = tuple[Message, Rejected]

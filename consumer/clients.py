@@ -18,7 +18,7 @@ from bp.redact import mask
 from bp.settings import Settings
 from consumer.pipeline import Message
 from consumer.sinks import NormalArchive
-from consumer.state_keeper import StateKeeper
+from consumer.state.keeper import StateKeeper
 
 log = logging.getLogger("bp.consumer")
 

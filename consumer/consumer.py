@@ -30,8 +30,8 @@ from consumer.pipeline import Pipeline
 from consumer.retry import Retry
 from consumer.scoring import load_model
 from consumer.sinks import ElasticsearchSink, NormalArchive, ensure_template
-from consumer.state import open_store
-from consumer.state_keeper import StatefulConsumer, StateKeeper
+from consumer.state.keeper import StatefulConsumer, StateKeeper
+from consumer.state.store import open_store
 from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc
 
 __all__ = ["main", "make_es", "run"]  # make_es: consumer.report imports it from here

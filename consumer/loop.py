@@ -34,8 +34,8 @@ from consumer.sinks import (
     anomaly_document,
     document_id,
 )
-from consumer.state import ChangeSet
-from consumer.state_keeper import StateKeeper
+from consumer.state.keeper import StateKeeper
+from consumer.state.values import ChangeSet
 from runtime.cli import StopFlag
 
 log = logging.getLogger("bp.consumer")

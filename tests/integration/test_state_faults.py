@@ -31,7 +31,7 @@ import pytest
 
 from consumer.pipeline import Message, Pipeline
 from consumer.scoring import load_model
-from consumer.state import POSITION_KEY
+from consumer.state.changelog import POSITION_KEY
 from tests.integration.conftest import Endpoints, read_topic, run_cli, wait_for
 from tests.integration.faults_support import (
     Offsets,

@@ -20,17 +20,11 @@ from bp.errors import StateError
 from bp.features import PatientHistory
 from bp.reading import Reading
 from bp.state import Entry, MemoryState
-from consumer.state import (
-    POSITION_KEY,
-    Changelog,
-    Database,
-    Position,
-    StateStore,
-    decode_change,
-    encode_change,
-    replay,
-    restore_partition,
-)
+from consumer.state.changelog import POSITION_KEY, Changelog, decode_change, encode_change, replay
+from consumer.state.database import Database
+from consumer.state.restore import restore_partition
+from consumer.state.store import StateStore
+from consumer.state.values import Position
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 TOPIC = "bp-in"
@@ -336,9 +330,9 @@ def test_replay_without_any_marker_rolls_everything_back() -> None:
 def test_expired_patients_are_purged_without_changing_decisions(tmp_path: Path, monkeypatch: Any) -> None:
     """Retention 1 day; readings span 5 days with patients going quiet: purges delete rows (and send tombstones)
     and every decision stays equal to the unbounded in-memory history with the same retention."""
-    import consumer.state as state_module
+    import consumer.state.store as store_module
 
-    monkeypatch.setattr(state_module, "PURGE_EVERY_S", 0.0)
+    monkeypatch.setattr(store_module, "PURGE_EVERY_S", 0.0)
     rng = random.Random(6)
     items = [
         Reading(f"p{rng.randrange(40) + (i // 400) * 40}", T0 + timedelta(minutes=3 * i), 120.0, 80.0, f"o{i}")

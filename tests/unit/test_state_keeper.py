@@ -11,8 +11,10 @@ from kafka.structs import TopicPartition
 
 from bp.errors import SinkError
 from bp.state import Entry
-from consumer.state import Changelog, Database, StateStore
-from consumer.state_keeper import StatefulConsumer, StateKeeper
+from consumer.state.changelog import Changelog
+from consumer.state.database import Database
+from consumer.state.keeper import StatefulConsumer, StateKeeper
+from consumer.state.store import StateStore
 from tests.unit.test_state import LOG_TOPIC, TOPIC, FakeLog
 
 GROUP = "grp"  # changelog topic grp.state == LOG_TOPIC

@@ -22,16 +22,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bp.errors import SinkError, StateError
-from consumer.state import (
-    Changelog,
-    ChangeSet,
-    PartitionView,
-    StateStore,
-    changelog_topic,
-    ensure_changelog,
-    failpoint,
-    restore_partition,
-)
+from consumer.state.changelog import Changelog, changelog_topic, ensure_changelog
+from consumer.state.failpoints import failpoint
+from consumer.state.restore import restore_partition
+from consumer.state.store import PartitionView, StateStore
+from consumer.state.values import ChangeSet
 
 log = logging.getLogger("bp.consumer.state")
 
