@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 
 from bp.clinical import assess
-from bp.cohort import Cohort, SimReading
+from bp.cohort import Cohort
 from bp.fhir import build_observation
+from bp.truth import SimReading
 
 BENCH_START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 

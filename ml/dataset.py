@@ -24,11 +24,12 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from bp.clinical import Category, assess
-from bp.cohort import Cohort, Schedule, SimReading
+from bp.cohort import Cohort, Schedule
 from bp.errors import ConfigError
 from bp.features import FEATURE_NAMES, PatientHistory, feature_matrix
 from bp.profiles import parse_profile_mix
 from bp.reading import Reading
+from bp.truth import SimReading
 
 log = logging.getLogger("ml.dataset")
 

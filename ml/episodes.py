@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bp.alerts import EMPTY, AlertKind, AlertPolicy, AlertState, AlertStatus, Severity, Trigger, step
-from bp.cohort import EpisodeKind
+from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray
 
 WEEK_S = 7 * 86_400.0

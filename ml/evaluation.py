@@ -10,8 +10,8 @@ import numpy.typing as npt
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_fscore_support, roc_auc_score
 
 from bp.clinical import assess, is_actionable, prioritize
-from bp.cohort import EpisodeKind
 from bp.reading import Priority
+from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, FloatArray
 
 METHODS = ("rules", "acc_aha_stage2_plus", "model", "actionable")

@@ -22,8 +22,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bp.alerts import AlertPolicy
-from bp.cohort import EpisodeKind
 from bp.errors import ModelError
+from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray, fold_of_rows
 from ml.episodes import WEEK_S, patient_outcomes, run_alerts, summarise
 

@@ -19,12 +19,13 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from bp.cohort import Cohort, SimReading
+from bp.cohort import Cohort
 from bp.errors import BpError, ConfigError, EndpointError, WaitTimeout
 from bp.fhir import CONTENT_TYPE, build_observation
 from bp.kafka_config import admin_kwargs, producer_kwargs
 from bp.redact import mask
 from bp.settings import Settings, load_settings
+from bp.truth import SimReading
 from producer.options import Run, parse_run
 from runtime.cli import (
     StopFlag,

@@ -13,21 +13,11 @@ import pytest
 from faker import Faker
 
 from bp.clinical import categorize, is_plausible
-from bp.cohort import (
-    EXPECTED_CATEGORY_SHARES,
-    EXPECTED_SHARES,
-    HOLD_READINGS,
-    RAMP_READINGS,
-    REALISTIC_EPISODES_PER_MONTH,
-    RESOLVE_READINGS,
-    Cohort,
-    EpisodeKind,
-    Patient,
-    Schedule,
-    SimReading,
-)
+from bp.cohort import EXPECTED_CATEGORY_SHARES, EXPECTED_SHARES, REALISTIC_EPISODES_PER_MONTH, Cohort, Schedule
 from bp.fhir import build_observation
+from bp.physiology import HOLD_READINGS, RAMP_READINGS, RESOLVE_READINGS
 from bp.profiles import PROFILE_MIXES, PROFILES, parse_profile_mix
+from bp.truth import EpisodeKind, Patient, SimReading
 
 START = datetime(2024, 3, 1, 6, 0, tzinfo=timezone(timedelta(hours=1)))
 PSEUDONYM = re.compile(r"^pt-[0-9a-f]{10}$")

@@ -17,9 +17,9 @@ import sklearn
 from sklearn.metrics import roc_auc_score
 
 from bp.clinical import Category, assess, categorize, is_actionable, prioritize
-from bp.cohort import EpisodeKind
 from bp.errors import ModelError
 from bp.features import FEATURE_NAMES, check_artifact_metadata
+from bp.truth import EpisodeKind
 from ml import dataset, train_model
 from ml import selection as selection_module
 
