@@ -59,7 +59,7 @@ demo: $(STAMP) $(MODEL) $(if $(filter real,$(KAFKA)),kafka)  ## end-to-end run o
 
 lint: $(STAMP)  ## ruff + mypy (strict, every package)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime docker/kibana/*.py
+	$(VENV)/bin/mypy bp producer consumer ml infra bench runtime docker/kibana/*.py tests/unit/test_ports.py
 
 test: lint kafka  ## lint, then every test (integration on Apache Kafka when Java + jars are there, else the stand-in)
 	$(PY) -m pytest tests

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 from bp.errors import ConfigError, EndpointError
 from bp.kafka_config import consumer_kwargs, dead_letter_producer_kwargs
 from bp.redact import mask
 from bp.settings import Settings
 from consumer.pipeline import Message
+from consumer.ports import ConsumedRecord, GroupConsumer, GroupMember, KafkaPartition
 from consumer.sinks import NormalArchive
 from consumer.state.keeper import StateKeeper
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 
 log = logging.getLogger("bp.consumer")
 
 
-def make_es(settings: Settings) -> Any:
+def make_es(settings: Settings) -> Elasticsearch:
     """An Elasticsearch client that answered ``info()`` within ``connect_timeout_s`` (else EndpointError)."""
     from elasticsearch import Elasticsearch
     from elasticsearch.serializer import OrjsonSerializer
@@ -65,7 +70,7 @@ def make_es(settings: Settings) -> Any:
     )
 
 
-def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
+def make_kafka(settings: Settings, rebalance: ConsumerRebalanceListener) -> tuple[KafkaConsumer, KafkaProducer]:
     """The subscribed consumer and the dead-letter producer (EndpointError when Kafka cannot be reached)."""
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.errors import KafkaError
@@ -82,7 +87,7 @@ def make_kafka(settings: Settings, rebalance: Any) -> tuple[Any, Any]:
     return consumer, producer
 
 
-def rejoiner(consumer: Any, topic: str, listener: Any) -> Callable[[], bool]:
+def rejoiner(consumer: GroupMember, topic: str, listener: object) -> Callable[[], bool]:
     """Leave and re-join the group when the topic has partitions (see ``Unassigned`` in consumer/loop.py).
 
     Measured on Apache Kafka 3.9.1 with kafka-python 3.0.12 (about one start in ten on a loaded machine): a member
@@ -100,20 +105,20 @@ def rejoiner(consumer: Any, topic: str, listener: Any) -> Callable[[], bool]:
     return rejoin
 
 
-def rebalance_listener(archive: NormalArchive, state: StateKeeper | None = None) -> Any:
+def rebalance_listener(archive: NormalArchive, state: StateKeeper | None = None) -> ConsumerRebalanceListener:
     """A listener that forgets cached archive positions whenever partition ownership changes, and tells the state
     keeper (which hands revoked partitions' state over and restores assigned ones)."""
     from kafka import ConsumerRebalanceListener
 
     class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-        def on_partitions_revoked(self, revoked: Any) -> None:
+        def on_partitions_revoked(self, revoked: Collection[KafkaPartition]) -> None:
             archive.forget()
             if revoked:
                 log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
             if state is not None:
                 state.on_revoked(revoked)
 
-        def on_partitions_assigned(self, assigned: Any) -> None:
+        def on_partitions_assigned(self, assigned: Collection[KafkaPartition]) -> None:
             archive.forget()
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
             if state is not None:
@@ -122,7 +127,7 @@ def rebalance_listener(archive: NormalArchive, state: StateKeeper | None = None)
     return Rebalance()
 
 
-def lag(consumer: Any) -> dict[int, int] | None:
+def lag(consumer: GroupConsumer) -> dict[int, int] | None:
     """Messages behind the high watermark, per assigned partition (None when not known yet)."""
     lags: dict[int, int] = {}
     try:
@@ -136,7 +141,7 @@ def lag(consumer: Any) -> dict[int, int] | None:
     return lags
 
 
-def read_to_end(consumer: Any, timeout_ms: int = 5000) -> bool:
+def read_to_end(consumer: GroupConsumer, timeout_ms: int = 5000) -> bool:
     """True when every assigned partition has been read to its end offset; False while Kafka does not answer
     (an outage is not idleness: ``--stop-when-idle`` waits it out)."""
     from kafka.errors import KafkaError
@@ -152,7 +157,7 @@ def read_to_end(consumer: Any, timeout_ms: int = 5000) -> bool:
         return False
 
 
-def to_message(record: Any) -> Message:
+def to_message(record: ConsumedRecord) -> Message:
     return Message(
         value=record.value,
         key=record.key,

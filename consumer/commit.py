@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from bp.errors import SinkError
 from consumer.batch import Batch, Partition
+from consumer.ports import GroupConsumer
 
 log = logging.getLogger("bp.consumer")
 
@@ -51,7 +52,7 @@ class CommitProtocol(Generic[R]):
 
     def __init__(
         self,
-        consumer: Any,
+        consumer: GroupConsumer,
         deliver: Callable[[Batch], R],
         *,
         on_delivered: Callable[[Batch, R], None],

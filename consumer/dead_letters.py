@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from bp.errors import SinkError
 from bp.reading import Rejected
 from consumer.pipeline import Message
+from consumer.ports import Acknowledgement, DeadLetterProducer
 
 log = logging.getLogger("bp.consumer.sinks")
 
@@ -47,7 +47,9 @@ class DeadLetters:
     they alone are too large, the value is truncated, and a ``truncated`` header says what was cut.
     """
 
-    def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0, max_request_size: int = 1_048_576) -> None:
+    def __init__(
+        self, producer: DeadLetterProducer, topic: str, timeout_s: float = 30.0, max_request_size: int = 1_048_576
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
@@ -58,7 +60,7 @@ class DeadLetters:
         """Send and wait for every acknowledgement."""
         return self.confirm(self.start(letters))
 
-    def start(self, letters: Sequence[tuple[Message, Rejected]]) -> list[Any]:
+    def start(self, letters: Sequence[tuple[Message, Rejected]]) -> list[Acknowledgement]:
         """Hand the letters to the producer without waiting (so the wait can overlap other work)."""
         from kafka.errors import MessageSizeTooLargeError
 
@@ -110,7 +112,7 @@ class DeadLetters:
             value = value[: max(0, budget)]
         return key, value, [*own, *originals, ("truncated", "; ".join(notes).encode())]
 
-    def confirm(self, futures: Sequence[Any]) -> int:
+    def confirm(self, futures: Sequence[Acknowledgement]) -> int:
         """Flush and check every acknowledgement; SinkError if any letter was not delivered."""
         if not futures:
             return 0

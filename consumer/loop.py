@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from bp.errors import BpError, SinkError
 from bp.reading import Anomaly, Rejected
@@ -24,6 +23,7 @@ from consumer.commit import CommitProtocol
 from consumer.dead_letters import DeadLetters
 from consumer.metrics import Metrics
 from consumer.pipeline import Message, Outcome, Pipeline
+from consumer.ports import GroupConsumer
 from consumer.retry import Retry
 from consumer.sinks import (
     Document,
@@ -268,7 +268,7 @@ class BatchProcessor:
 
 
 def consume(
-    consumer: Any,
+    consumer: GroupConsumer,
     processor: BatchProcessor,
     options: RunOptions,
     stop: StopFlag,
@@ -392,7 +392,7 @@ def consume(
         protocol.close()
 
 
-def skip_unreadable(consumer: Any, error: Exception) -> DeadLetter | None:
+def skip_unreadable(consumer: GroupConsumer, error: Exception) -> DeadLetter | None:
     """Step past a record the Kafka client cannot decode and return what is known of it as a dead letter.
 
     kafka-python raises CorruptRecordError from ``poll`` for such a record (e.g. a header key that is not
@@ -416,7 +416,7 @@ def skip_unreadable(consumer: Any, error: Exception) -> DeadLetter | None:
     return message, Rejected(reason="bad_record", detail=detail[:500], stage="poll")
 
 
-def progress(totals: Totals, consumer: Any, metrics: Metrics) -> None:
+def progress(totals: Totals, consumer: GroupConsumer, metrics: Metrics) -> None:
     current = lag(consumer)
     if current is not None:
         metrics.record_lag(current)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -26,6 +26,7 @@ from bp.clinical import ANOMALY_TYPES
 from bp.errors import ConfigError, EndpointError, SinkError
 from bp.reading import Anomaly, Normal, Reading
 from consumer.pipeline import Message, Outcome, Tally
+from consumer.ports import BulkClient, TemplateClient
 
 log = logging.getLogger("bp.consumer.sinks")
 
@@ -230,12 +231,6 @@ def anomaly_document(outcome: Outcome, anomaly: Anomaly, model_version: str, ing
     }
 
 
-class BulkClient(Protocol):
-    """The part of ``elasticsearch.Elasticsearch`` the sink uses (a fake in unit tests)."""
-
-    def bulk(self, *, operations: list[dict[str, Any]], refresh: bool | str = ...) -> Any: ...
-
-
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -356,7 +351,7 @@ def load_template(name: str) -> dict[str, Any]:
     return body
 
 
-def ensure_template(client: Any, template: str, index: str) -> bool:
+def ensure_template(client: TemplateClient, template: str, index: str) -> bool:
     """Install the index template for ``index`` (named after it) unless one exists; True if installed."""
     try:
         if client.indices.exists_index_template(name=index):

@@ -9,12 +9,12 @@ import math
 import os
 import struct
 from collections.abc import Iterable
-from typing import Any
 
 import orjson
 
 from bp.errors import StateError
 from bp.state import NO_WATERMARK, Entry
+from consumer.ports import ChangelogProducer, Delivery, TopicAdmin
 from consumer.state.failpoints import FAILPOINT_ENV, failpoint
 from consumer.state.values import Position
 
@@ -99,7 +99,7 @@ def replay(
 class Changelog:
     """The compacted changelog topic: written per batch, read back to restore a partition."""
 
-    def __init__(self, producer: Any, topic: str, input_topic: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, producer: ChangelogProducer, topic: str, input_topic: str, timeout_s: float = 30.0) -> None:
         self.producer = producer
         self.topic = topic
         self.input_topic = input_topic
@@ -113,7 +113,7 @@ class Changelog:
         send = self.producer.send
         topic = self.topic
         futures = []
-        markers: dict[int, Any] = {}
+        markers: dict[int, Delivery] = {}
         half = sum(len(entries) for entries in records.values()) // 2
         try:
             for partition, entries in records.items():
@@ -138,7 +138,7 @@ class Changelog:
             raise StateError(f"changelog {topic} not written: {type(exc).__name__}: {exc}") from exc
 
 
-def ensure_changelog(admin: Any, topic: str, partitions: int) -> bool:
+def ensure_changelog(admin: TopicAdmin, topic: str, partitions: int) -> bool:
     """Create the compacted changelog topic unless it exists; True if created. StateError if it is too small."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError

@@ -18,10 +18,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from bp.errors import SinkError, StateError
+from consumer.metrics import Metrics
+from consumer.ports import (
+    ChangelogProducer,
+    ChangelogReader,
+    ConsumedRecord,
+    HasOffset,
+    KafkaPartition,
+    KeeperConsumer,
+    Seeker,
+    TopicAdmin,
+)
 from consumer.state.changelog import Changelog, changelog_topic, ensure_changelog
 from consumer.state.failpoints import failpoint
 from consumer.state.restore import restore_partition
@@ -29,6 +40,8 @@ from consumer.state.store import PartitionView, StateStore
 from consumer.state.values import ChangeSet
 
 log = logging.getLogger("bp.consumer.state")
+
+R = TypeVar("R", bound=HasOffset)
 
 
 class StateKeeper:
@@ -44,18 +57,24 @@ class StateKeeper:
         self.changelog_topic = changelog_topic(group)
         self.restore_timeout_s = restore_timeout_s
         self.changelog: Changelog | None = None
-        self._reader_factory: Callable[[], Any] | None = None
-        self._reader: Any = None
-        self._admin_factory: Callable[[], Any] | None = None
+        self._reader_factory: Callable[[], ChangelogReader] | None = None
+        self._reader: ChangelogReader | None = None
+        self._admin_factory: Callable[[], TopicAdmin] | None = None
         self._changelog_ready = False
         self._closed = False
         self._lock = threading.Lock()
-        self._assigned: set[Any] = set()  # assigned by the listener, not yet restored (guarded by _lock)
-        self.metrics: Any = None
+        self._assigned: set[KafkaPartition] = set()  # assigned by the listener, not yet restored (guarded by _lock)
+        self.metrics: Metrics | None = None
         self.restored_records = 0
         self.seconds = 0.0
 
-    def connect(self, producer: Any, reader: Callable[[], Any], admin: Callable[[], Any], metrics: Any = None) -> None:
+    def connect(
+        self,
+        producer: ChangelogProducer,
+        reader: Callable[[], ChangelogReader],
+        admin: Callable[[], TopicAdmin],
+        metrics: Metrics | None = None,
+    ) -> None:
         """The Kafka side: the producer for the changelog, a factory of a group-less consumer to read it back,
         a factory of an admin client to create it."""
         self.changelog = Changelog(producer, self.changelog_topic, self.topic)
@@ -96,7 +115,7 @@ class StateKeeper:
             self.seconds += time.perf_counter() - started
 
     # ------------------------------------------------------------------------------------ rebalancing
-    def on_revoked(self, revoked: Any) -> None:
+    def on_revoked(self, revoked: Collection[KafkaPartition]) -> None:
         """The listener's call (inside poll, before the group moves the partitions)."""
         partitions = sorted(tp.partition for tp in revoked if tp.topic == self.topic)
         with self._lock:
@@ -108,19 +127,21 @@ class StateKeeper:
         self.store.discard_all()
         self.store.release(partitions)
 
-    def on_assigned(self, assigned: Any) -> None:
+    def on_assigned(self, assigned: Collection[KafkaPartition]) -> None:
         """The listener's call: remember the partitions; they are restored after poll returns."""
         with self._lock:
             self._assigned.update(tp for tp in assigned if tp.topic == self.topic)
 
-    def after_poll(self, consumer: Any, polled: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    def after_poll(
+        self, consumer: Seeker, polled: Mapping[KafkaPartition, Sequence[R]]
+    ) -> Mapping[KafkaPartition, Sequence[R]]:
         """Restore newly assigned partitions and seek them; drop what this poll fetched for them."""
         with self._lock:
             todo, self._assigned = self._assigned, set()
         if not todo:
             return polled
-        sought = set()
-        positions = {}
+        sought: set[KafkaPartition] = set()
+        positions: dict[KafkaPartition, int] = {}
         for tp in sorted(todo, key=lambda tp: tp.partition):
             position = self._restore(tp.partition)
             if self.store.owned is not None:
@@ -143,7 +164,7 @@ class StateKeeper:
         return {tp: records for tp, records in polled.items() if tp not in sought}
 
     @staticmethod
-    def _commit(consumer: Any, positions: dict[Any, int]) -> None:
+    def _commit(consumer: Seeker, positions: dict[KafkaPartition, int]) -> None:
         """Commit the state's positions: after a crash between persisting and committing, the group's offsets
         would otherwise stay one batch behind (and report lag) until the partition gets new records."""
         from kafka.structs import OffsetAndMetadata
@@ -183,7 +204,7 @@ class StateKeeper:
         )  # fmt: skip
         return position.next_offset
 
-    def reader(self) -> Any:
+    def reader(self) -> ChangelogReader:
         if self._reader is None:
             if self._reader_factory is None:
                 raise StateError("state keeper not connected to Kafka")
@@ -221,12 +242,14 @@ class StateKeeper:
 class StatefulConsumer:
     """A KafkaConsumer whose ``poll`` restores and seeks newly assigned partitions before returning records."""
 
-    def __init__(self, consumer: Any, keeper: StateKeeper) -> None:
+    def __init__(self, consumer: KeeperConsumer, keeper: StateKeeper) -> None:
         self._consumer = consumer
         self._keeper = keeper
 
-    def poll(self, *args: Any, **kwargs: Any) -> dict[Any, list[Any]]:
-        polled: dict[Any, list[Any]] = self._consumer.poll(*args, **kwargs)
+    def poll(
+        self, *, timeout_ms: int, max_records: int | None = None
+    ) -> Mapping[KafkaPartition, Sequence[ConsumedRecord]]:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return self._keeper.after_poll(self._consumer, polled)
 
     def __getattr__(self, name: str) -> Any:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from bp.errors import StateError
+from consumer.ports import ChangelogReader
 from consumer.state.changelog import replay
 from consumer.state.store import StateStore
 from consumer.state.values import Position
@@ -19,7 +19,7 @@ RESTORE_PROGRESS_S = 5.0
 
 
 def read_changelog(
-    consumer: Any,
+    consumer: ChangelogReader,
     topic: str,
     partition: int,
     start: int,
@@ -69,7 +69,7 @@ def read_changelog(
 
 def restore_partition(
     store: StateStore,
-    consumer: Any,
+    consumer: ChangelogReader,
     topic: str,
     partition: int,
     timeout_s: float,

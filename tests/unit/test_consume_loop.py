@@ -136,7 +136,7 @@ class FakeSinks:
         return {"errors": False, "items": [{"index": {"status": 201}} for _ in operations[::2]]}
 
     # Kafka producer (dead letters)
-    def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         self.dead.append(value)
 
         class Done:

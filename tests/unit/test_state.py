@@ -110,6 +110,9 @@ class FakeReader:
     def highwater(self, tp: Any) -> int:
         return self.end_offsets([tp])[tp]
 
+    def close(self) -> None:
+        return None
+
 
 @dataclass
 class Record:
