@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bp.errors import KafkaBrokerError, WaitTimeout
+from infra.cli import ServerCli
 from infra.standin import free_port, kafka_answers, pid_alive, port_open
 from runtime.waits import wait_until
 
@@ -140,6 +140,14 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def where(self) -> str:
+        return self.bootstrap
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid)
 
     @property
     def log_file(self) -> Path:
@@ -302,59 +310,36 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m infra.kafka",
-        description="Start/stop a real single-node Apache Kafka (KRaft) on loopback from the jars `make kafka` "
-        "fetched.",
-    )
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR, help=f"data directory (default {DEFAULT_DIR})")
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("BP_LOCAL_KAFKA_PORT", "9092")))
-    parser.add_argument("--fresh", action="store_true", help="delete the data directory before starting")
     parser.add_argument("--heap", default=HEAP, help=f"JVM heap (default {HEAP})")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    try:
-        running = KafkaBroker.from_state_file(args.data_dir)
-        alive = running is not None and running.pid is not None and pid_alive(running.pid)
-        if args.command == "up":
-            if running is not None and alive:
-                running.wait_ready()
-                print(f"kafka: already running (pid {running.pid}) on {running.bootstrap}")
-                return 0
-            if args.fresh and args.data_dir.exists():
-                shutil.rmtree(args.data_dir)
-                running = None
-            if running is not None and running.formatted():  # a restart: keep the ports server.properties names
-                broker = KafkaBroker(args.data_dir, running.port, running.controller_port, heap=args.heap)
-            else:
-                broker = KafkaBroker(args.data_dir, args.port, free_port(), heap=args.heap)
-            started = time.monotonic()
-            broker.start()
-            assert broker.pid is not None
-            print(
-                f"kafka: Apache Kafka {kafka_version()} up (pid {broker.pid}) on {broker.bootstrap} after "
-                f"{time.monotonic() - started:.1f} s, {rss_mib(broker.pid):.0f} MiB RSS; data in {args.data_dir}"
-            )
-            return 0
-        if args.command == "down":
-            if running is None or running.pid is None:
-                print("kafka: not running, nothing to stop")
-                return 0
-            pid = running.pid
-            running.stop()
-            print(f"kafka: stopped (pid {pid})")
-            return 0
-        if running is None or not alive:
-            print("kafka: not running")
-            return 1
-        print(f"kafka: running (pid {running.pid}) on {running.bootstrap}")
-        return 0
-    except KafkaBrokerError as exc:
-        print(f"kafka: error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _start(args: argparse.Namespace, recorded: KafkaBroker | None) -> str:
+    if recorded is not None and recorded.formatted():  # a restart: keep the ports server.properties names
+        broker = KafkaBroker(args.data_dir, recorded.port, recorded.controller_port, heap=args.heap)
+    else:
+        broker = KafkaBroker(args.data_dir, args.port, free_port(), heap=args.heap)
+    started = time.monotonic()
+    broker.start()
+    assert broker.pid is not None
+    return (
+        f"Apache Kafka {kafka_version()} up (pid {broker.pid}) on {broker.bootstrap} after "
+        f"{time.monotonic() - started:.1f} s, {rss_mib(broker.pid):.0f} MiB RSS; data in {args.data_dir}"
+    )
+
+
+CLI = ServerCli(
+    name="kafka",
+    prog="python -m infra.kafka",
+    description="Start/stop a real single-node Apache Kafka (KRaft) on loopback from the jars `make kafka` fetched.",
+    default_dir=DEFAULT_DIR,
+    find=KafkaBroker.from_state_file,
+    start=_start,
+    add_flags=_flags,
+    client_log_level=logging.CRITICAL,
+)
+main = CLI.main
 
 
 if __name__ == "__main__":

@@ -19,17 +19,16 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bp.errors import StandInError, WaitTimeout
+from infra.cli import ServerCli
 from runtime.waits import wait_until
 
 __all__ = ["StandIn", "StandInError", "free_port", "real_endpoints_configured"]
@@ -108,6 +107,14 @@ class StandIn:
     @property
     def es_url(self) -> str:
         return f"http://127.0.0.1:{self.es_port}"
+
+    @property
+    def where(self) -> str:
+        return f"Kafka {self.bootstrap if self.kafka_port is not None else '-'}, ES {self.es_url}"
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid)
 
     @property
     def pid_file(self) -> Path:
@@ -250,55 +257,34 @@ def real_endpoints_configured() -> bool:
     return bool(os.environ.get("BP_KAFKA_BOOTSTRAP") or os.environ.get("BP_ES_URL"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m infra.standin",
-        description="Start/stop the local Kafka + Elasticsearch stand-in (noida-db) on loopback.",
-    )
-    parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR, help=f"data directory (default {DEFAULT_DIR})")
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("BP_STANDIN_KAFKA_PORT", "9092")))
     parser.add_argument("--es-port", type=int, default=int(os.environ.get("BP_STANDIN_ES_PORT", "9200")))
-    parser.add_argument("--fresh", action="store_true", help="delete the data directory before starting")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    try:
-        if args.command == "up":
-            if real_endpoints_configured():
-                print("standin: BP_KAFKA_BOOTSTRAP/BP_ES_URL are set: using those endpoints, nothing started")
-                return 0
-            running = StandIn.from_pid_file(args.data_dir)
-            if running is not None and running.pid is not None and pid_alive(running.pid):
-                running.wait_ready()
-                print(f"standin: already running (pid {running.pid}): Kafka {running.bootstrap}, ES {running.es_url}")
-                return 0
-            if args.fresh and args.data_dir.exists():
-                shutil.rmtree(args.data_dir)
-            standin = StandIn(args.data_dir, args.kafka_port, args.es_port)
-            standin.start()
-            print(
-                f"standin: up (pid {standin.pid}): Kafka {standin.bootstrap}, Elasticsearch {standin.es_url}, "
-                f"data in {args.data_dir}"
-            )
-            return 0
-        running = StandIn.from_pid_file(args.data_dir)
-        if args.command == "down":
-            if running is None:
-                print("standin: not running (no pid file), nothing to stop")
-                return 0
-            pid = running.pid
-            running.stop()
-            print(f"standin: stopped (pid {pid})")
-            return 0
-        if running is None or running.pid is None or not pid_alive(running.pid):
-            print("standin: not running")
-            return 1
-        print(f"standin: running (pid {running.pid}): Kafka {running.bootstrap}, ES {running.es_url}")
-        return 0
-    except StandInError as exc:
-        print(f"standin: error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _start(args: argparse.Namespace, recorded: StandIn | None) -> str:
+    standin = StandIn(args.data_dir, args.kafka_port, args.es_port)
+    standin.start()
+    return f"up (pid {standin.pid}): Kafka {standin.bootstrap}, Elasticsearch {standin.es_url}, data in {args.data_dir}"
+
+
+def _real_endpoints() -> str | None:
+    if real_endpoints_configured():
+        return "BP_KAFKA_BOOTSTRAP/BP_ES_URL are set: using those endpoints, nothing started"
+    return None
+
+
+CLI = ServerCli(
+    name="standin",
+    prog="python -m infra.standin",
+    description="Start/stop the local Kafka + Elasticsearch stand-in (noida-db) on loopback.",
+    default_dir=DEFAULT_DIR,
+    find=StandIn.from_pid_file,
+    start=_start,
+    add_flags=_flags,
+    skip_up=_real_endpoints,
+)
+main = CLI.main
 
 
 if __name__ == "__main__":
