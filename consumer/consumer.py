@@ -24,9 +24,10 @@ from consumer.batch import Totals
 from consumer.check import run_check
 from consumer.clients import make_es, make_kafka, rebalance_listener, rejoiner
 from consumer.dead_letters import DeadLetters
-from consumer.loop import BatchProcessor, RunOptions, consume
+from consumer.loop import RunOptions, consume
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
+from consumer.processor import BatchProcessor
 from consumer.retry import Retry
 from consumer.scoring import load_model
 from consumer.sinks import ElasticsearchSink, NormalArchive, ensure_template

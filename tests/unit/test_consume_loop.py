@@ -25,8 +25,9 @@ from bp.settings import load_settings
 from consumer.batch import Batch, sort_batch
 from consumer.commit import CommitProtocol
 from consumer.dead_letters import DeadLetters
-from consumer.loop import BatchProcessor, RunOptions, consume
+from consumer.loop import RunOptions, consume
 from consumer.pipeline import Message, Pipeline
+from consumer.processor import BatchProcessor
 from consumer.retry import Retry
 from consumer.sinks import Document, ElasticsearchSink, NormalArchive
 from runtime.cli import StopFlag
