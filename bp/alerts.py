@@ -12,8 +12,10 @@ has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic < `
 
 - **Open** an alert of a kind when at least ``confirm_k`` of the patient's last ``confirm_n`` readings (this one
   included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
-  crisis-range reading whose model risk is >= ``threshold`` opens at once (the model confirms it). A lone
-  reading never opens an alert when ``confirm_k`` >= 2: cuff artefacts are single readings.
+  crisis-range reading whose model risk is >= ``crisis_confirm_risk`` opens at once (the model confirms it). A
+  lone reading never opens an alert otherwise when ``confirm_k`` >= 2: cuff artefacts are single readings. A
+  crisis-range reading whose risk is below ``threshold`` (the model calls it an artefact) is a *weak* hit: it
+  confirms only together with another crisis-range reading, never with a hit of the model alone.
 - **Severity**: an alert opens critical when its opening hit is in crisis range and confirmed (a second
   crisis-range reading among the recent ones, or risk >= threshold; with ``confirm_k`` = 1 no confirmation) or
   when one of the hits that confirm it is in crisis range, else high; an open (so already confirmed) alert
@@ -83,6 +85,10 @@ class AlertPolicy:
         this long has passed since its last hit.
     trigger
         ``model`` (the product) or ``rules`` (seed rules as an alert policy, the baselines).
+    crisis_confirm_risk
+        Model risk at or above which a crisis-range reading confirms itself: the alert opens at once, critical.
+        ``None``: ``threshold``. Cuff artefacts in crisis range can score a middling risk, so a higher value
+        asks a lone crisis-range reading for more than a hit (below it, it needs a second hit like any other).
     """
 
     threshold: float = 0.5
@@ -94,6 +100,7 @@ class AlertPolicy:
     resolve_readings: int = 4
     resolve_minutes: float = 60.0
     trigger: Trigger = Trigger.MODEL
+    crisis_confirm_risk: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.confirm_n:
@@ -102,6 +109,14 @@ class AlertPolicy:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.resolve_readings < 1 or self.resolve_minutes < 0 or self.confirm_within_minutes <= 0:
             raise ValueError("resolve_readings must be >= 1, resolve_minutes >= 0, confirm_within_minutes > 0")
+        c = self.crisis_confirm_risk
+        if c is not None and not (math.isfinite(c) and self.threshold <= c <= 1.0):
+            raise ValueError(f"crisis_confirm_risk must be in [threshold, 1] or None, got {c}")
+
+    @property
+    def crisis_risk(self) -> float:
+        """The risk at which a crisis-range reading confirms itself (``crisis_confirm_risk``, else ``threshold``)."""
+        return self.threshold if self.crisis_confirm_risk is None else self.crisis_confirm_risk
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,11 +129,16 @@ class AlertPolicy:
             "resolve_readings": self.resolve_readings,
             "resolve_minutes": self.resolve_minutes,
             "trigger": self.trigger.value,
+            "crisis_confirm_risk": self.crisis_confirm_risk,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertPolicy:
-        """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy."""
+        """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy.
+
+        A policy stored before ``crisis_confirm_risk`` existed reads as ``None`` (the threshold, as it behaved).
+        """
+        crisis = data.get("crisis_confirm_risk")
         return cls(
             threshold=float(data["threshold"]),
             confirm_k=int(data["confirm_k"]),
@@ -129,6 +149,7 @@ class AlertPolicy:
             resolve_readings=int(data["resolve_readings"]),
             resolve_minutes=float(data["resolve_minutes"]),
             trigger=Trigger(data["trigger"]),
+            crisis_confirm_risk=None if crisis is None else float(crisis),
         )
 
 
@@ -139,6 +160,7 @@ class Mark:
     t: float  # POSIX seconds
     kind: AlertKind | None  # the hit's direction, None when not a hit
     crisis: bool = False
+    weak: bool = False  # a crisis-range hit the model scored below threshold: confirms only with another crisis
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +189,7 @@ class AlertState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "recent": [[m.t, m.kind.value if m.kind else None, m.crisis] for m in self.recent],
+            "recent": [[m.t, m.kind.value if m.kind else None, m.crisis, m.weak] for m in self.recent],
             "open": [
                 {
                     "alert_id": a.alert_id,
@@ -188,7 +210,11 @@ class AlertState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertState:
-        recent = tuple(Mark(float(t), AlertKind(k) if k else None, bool(c)) for t, k, c in data["recent"])
+        # Format 1 stored [t, kind, crisis]: no weak hits then (weak False is how it behaved).
+        recent = tuple(
+            Mark(float(t), AlertKind(k) if k else None, bool(c), bool(w[0]) if w else False)
+            for t, k, c, *w in data["recent"]
+        )
         opened = tuple(
             OpenAlert(
                 alert_id=str(a["alert_id"]),
@@ -209,7 +235,8 @@ class AlertState:
 
 
 EMPTY = AlertState()
-STATE_FORMAT = 1  # tag of AlertState.to_bytes(); bump when the fields change
+STATE_FORMAT = 2  # tag of AlertState.to_bytes(); bump when the fields change
+READABLE_FORMATS = (1, 2)  # 1: marks without the weak flag (read as not weak)
 
 
 def state_to_bytes(state: AlertState) -> bytes:
@@ -219,8 +246,10 @@ def state_to_bytes(state: AlertState) -> bytes:
 
 def state_from_bytes(raw: bytes) -> AlertState:
     """The inverse of :func:`state_to_bytes`; ValueError for another format or a damaged value."""
-    if not raw or raw[0] != STATE_FORMAT:
-        raise ValueError(f"stored alert state has format {raw[0] if raw else None!r}, this code reads {STATE_FORMAT}")
+    if not raw or raw[0] not in READABLE_FORMATS:
+        raise ValueError(
+            f"stored alert state has format {raw[0] if raw else None!r}, this code reads {READABLE_FORMATS}"
+        )
     try:
         return AlertState.from_dict(json.loads(raw[1:]))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -274,10 +303,12 @@ def mark(reading: Reading, risk: float | None, policy: AlertPolicy) -> Mark:
     else:
         hit = assess(s, d).is_rule_anomaly
     kind = None
+    weak = False
     if hit:
         low = not crisis and (s < policy.low_systolic or d < policy.low_diastolic)
         kind = AlertKind.HYPOTENSIVE if low else AlertKind.HYPERTENSIVE
-    return Mark(reading.effective.timestamp(), kind, crisis)
+        weak = policy.trigger is Trigger.MODEL and crisis and not (risk is not None and risk >= policy.threshold)
+    return Mark(reading.effective.timestamp(), kind, crisis, weak)
 
 
 def step(
@@ -290,7 +321,7 @@ def step(
     window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
     confirmed_crisis = now.crisis and (
         policy.confirm_k == 1  # a policy that confirms nothing does not confirm a crisis either
-        or (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.threshold)
+        or (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.crisis_risk)
         or sum(m.crisis for m in window) >= 2
     )
     events: list[AlertEvent] = []
@@ -324,6 +355,8 @@ def step(
             still_open.append(updated)
     if now.kind is not None and now.kind not in open_kinds:
         confirming = [m for m in window[-policy.confirm_n :] if m.kind is now.kind]
+        if sum(m.crisis for m in confirming) < 2:  # a weak hit confirms only with another crisis-range reading
+            confirming = [m for m in confirming if not m.weak]
         hits = len(confirming)
         crisis_confirms = hits >= policy.confirm_k and any(m.crisis for m in confirming)
         if hits >= policy.confirm_k or confirmed_crisis:

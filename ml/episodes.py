@@ -235,7 +235,7 @@ def evaluate_policy(
 
 def rules_policies(policy: AlertPolicy) -> dict[str, AlertPolicy]:
     """The seed rules as alert policies (baselines), resolving like ``policy``."""
-    base = policy.to_dict() | {"trigger": Trigger.RULES.value, "threshold": 1.0}
+    base = policy.to_dict() | {"trigger": Trigger.RULES.value, "threshold": 1.0, "crisis_confirm_risk": None}
     return {
         "rules_every_anomaly": AlertPolicy.from_dict(base | {"confirm_k": 1, "confirm_n": 1}),
         "rules_confirmed": AlertPolicy.from_dict(base | {"confirm_k": 2, "confirm_n": 2}),

@@ -39,15 +39,22 @@ FALSE_ALERTS_GOAL = 0.25  # false alert episodes per patient-week
 SHARE_TRUE_GOAL = 0.5  # of all alerts, at the default prevalence
 MEDIAN_DELAY_GOAL = 2.0  # readings
 RECALL_MARGIN = 0.005  # asked of the out-of-fold recall on top of the goal (absorbs sampling variation)
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
+RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
+CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 POLICY_RULE = (
     "on the out-of-fold risks of the development patients, every combination of a risk threshold "
-    f"({', '.join(f'{t:g}' for t in THRESHOLDS)}) and a confirmation k of n "
-    f"({', '.join(f'{k} of {n}' for k, n in CONFIRMATIONS)}) is run through bp.alerts on each schedule; among "
+    f"({', '.join(f'{t:g}' for t in THRESHOLDS)}), a confirmation k of n "
+    f"({', '.join(f'{k} of {n}' for k, n in CONFIRMATIONS)}), a resolution time after the last hit "
+    f"({', '.join(f'{m:g}' for m in RESOLVE_MINUTES)} min) and a risk at which a lone crisis-range reading "
+    f"confirms itself ({', '.join('the threshold' if c is None else f'{c:g}' for c in CRISIS_CONFIRM_RISKS)}; "
+    "1 of 1 confirms every hit, so only with the threshold) "
+    "is run through bp.alerts on each schedule; among "
     f"those whose episode recall reaches every goal + {RECALL_MARGIN} on every schedule and whose median "
     f"detection delay is <= {MEDIAN_DELAY_GOAL:g} readings, the one with the fewest false alert episodes per "
-    "patient-week on its worst schedule (ties: the higher threshold). If none qualifies: among those within the "
+    "patient-week on its worst schedule (ties: the higher threshold, then the shorter resolution time, then the "
+    "lower crisis confirmation risk). If none qualifies: among those within the "
     f"false-alert goal ({FALSE_ALERTS_GOAL:g} per patient-week) on every schedule, the one with the largest "
     "smallest recall slack (recall - goal), so that alerts stay few enough to be read; if none is within it either, "
     "the one with the fewest false alerts. The run then says the goals were not met out of fold"
@@ -89,41 +96,47 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     """Apply :data:`POLICY_RULE` to the out-of-fold risks ``risk`` of ``rows``; the policy, whether it held, why."""
     by_schedule = _schedule_rows(data, rows)
     position = {int(r): i for i, r in enumerate(rows.tolist())}
+    schedule_risk = {name: risk[[position[int(r)] for r in srows.tolist()]] for name, srows in by_schedule.items()}
     candidates: list[dict[str, Any]] = []
-    for threshold in THRESHOLDS:
-        for k, n in CONFIRMATIONS:
-            policy = AlertPolicy(threshold=threshold, confirm_k=k, confirm_n=n)
-            per: dict[str, dict[str, Any]] = {}
-            for name, srows in by_schedule.items():
-                srisk = risk[[position[int(r)] for r in srows.tolist()]]
-                alerts = run_alerts(data, srows, srisk, policy)
-                per[name] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
-            slack = min(
-                (s["recall"][kind]["value"] or 0.0) - goal for s in per.values() for kind, goal in RECALL_GOALS.items()
-            )
-            delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
-            false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
-            candidates.append(
-                {
-                    "policy": policy.to_dict(),
-                    "recall_slack": slack,
-                    "median_delay_readings": delay,
-                    "false_alerts_per_patient_week": false,
-                    "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
-                    "by_schedule": {
-                        name: {
-                            "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
-                            "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
-                            "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
-                            "median_delay_readings": s["median_delay_readings"]["value"],
-                        }
-                        for name, s in per.items()
-                    },
-                }
-            )
+    grid = [
+        AlertPolicy(threshold=t, confirm_k=k, confirm_n=n, resolve_minutes=m, crisis_confirm_risk=c)
+        for t in THRESHOLDS
+        for k, n in CONFIRMATIONS
+        for m in RESOLVE_MINUTES
+        for c in CRISIS_CONFIRM_RISKS
+        if k > 1 or c is None
+    ]
+    for policy in grid:
+        per: dict[str, dict[str, Any]] = {}
+        for name, srows in by_schedule.items():
+            alerts = run_alerts(data, srows, schedule_risk[name], policy)
+            per[name] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
+        slack = min(
+            (s["recall"][kind]["value"] or 0.0) - goal for s in per.values() for kind, goal in RECALL_GOALS.items()
+        )
+        delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
+        false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
+        candidates.append(
+            {
+                "policy": policy.to_dict(),
+                "recall_slack": slack,
+                "median_delay_readings": delay,
+                "false_alerts_per_patient_week": false,
+                "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
+                "by_schedule": {
+                    name: {
+                        "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
+                        "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
+                        "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
+                        "median_delay_readings": s["median_delay_readings"]["value"],
+                    }
+                    for name, s in per.items()
+                },
+            }
+        )
     qualifying = [c for c in candidates if c["qualifies"]]
     if qualifying:
-        best = min(qualifying, key=lambda c: (c["false_alerts_per_patient_week"], -c["policy"]["threshold"]))
+        best = min(qualifying, key=_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -132,6 +145,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             best = min(candidates, key=lambda c: c["false_alerts_per_patient_week"])
         log.warning("no alert policy meets the recall goals out of fold; using the rule's fallback")
     return {"rule": POLICY_RULE, "feasible": bool(qualifying), "chosen": best, "candidates": candidates}
+
+
+def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float]:
+    """Order of the qualifying candidates: fewest false alerts; ties: higher threshold, shorter resolution time,
+    lower crisis confirmation risk."""
+    p = candidate["policy"]
+    crisis = p["threshold"] if p.get("crisis_confirm_risk") is None else p["crisis_confirm_risk"]
+    return (candidate["false_alerts_per_patient_week"], -p["threshold"], p["resolve_minutes"], crisis)
 
 
 @dataclass(frozen=True, slots=True)

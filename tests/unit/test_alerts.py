@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -150,6 +151,9 @@ def test_rules_trigger_is_the_baseline_policy() -> None:
         {"threshold": float("nan")},
         {"resolve_readings": 0},
         {"confirm_within_minutes": 0},
+        {"threshold": 0.5, "crisis_confirm_risk": 0.4},
+        {"crisis_confirm_risk": 1.5},
+        {"crisis_confirm_risk": float("nan")},
     ],
 )
 def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
@@ -158,8 +162,20 @@ def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
 
 
 def test_policy_round_trips_through_json() -> None:
-    policy = AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES)
-    assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+    for policy in (
+        AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES),
+        AlertPolicy(threshold=0.45, crisis_confirm_risk=0.8, resolve_minutes=1440.0),
+    ):
+        assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+
+
+def test_a_policy_stored_before_crisis_confirm_risk_confirms_crises_at_its_threshold() -> None:
+    stored = AlertPolicy(threshold=0.4).to_dict()
+    del stored["crisis_confirm_risk"]
+    policy = AlertPolicy.from_dict(stored)
+    assert policy.crisis_confirm_risk is None and policy.crisis_risk == 0.4
+    _, events = run([NORMAL, (236.0, 108.0, 0.45)], policy=policy)
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
 
 
 readings = st.lists(st.tuples(st.integers(60, 230), st.integers(35, 130), st.floats(0, 1)), min_size=1, max_size=40)
@@ -201,8 +217,35 @@ def test_invariants(values: list[tuple[int, int, float]]) -> None:
 
 
 def test_a_crisis_range_hit_among_the_confirming_ones_makes_the_alert_critical() -> None:
-    _, events = run([NORMAL, (186.0, 104.0, 0.3), (165.0, 98.0, 0.7)])
+    policy = replace(POLICY, crisis_confirm_risk=0.9)
+    _, events = run([NORMAL, (186.0, 104.0, 0.6), (165.0, 98.0, 0.7)], policy=policy)
     assert statuses(events) == [(2, "hypertensive", "opened", "critical")]
+
+
+def test_a_lone_crisis_range_reading_opens_at_once_only_from_crisis_confirm_risk() -> None:
+    policy = replace(POLICY, crisis_confirm_risk=0.8)
+    _, events = run([NORMAL, (236.0, 108.0, 0.6), NORMAL, NORMAL], policy=policy)
+    assert events == []  # a hit, but a middling risk does not confirm a lone crisis-range reading (artefacts)
+    _, events = run([NORMAL, (236.0, 108.0, 0.8)], policy=policy)
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+    _, events = run([NORMAL, (236.0, 108.0, 0.6), (172.0, 101.0, 0.7)], policy=policy)
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]  # a second hit confirms it
+
+
+def test_a_crisis_range_reading_the_model_calls_an_artefact_confirms_only_another_crisis_reading() -> None:
+    artefact = (207.0, 99.0, 0.03)
+    _, events = run([NORMAL, artefact, (141.0, 93.0, 0.6), NORMAL, NORMAL])
+    assert events == []  # one model hit next to a weak crisis-range hit
+    _, events = run([NORMAL, artefact, (150.0, 95.0, 0.8), (150.0, 95.0, 0.8)])
+    assert statuses(events) == [(3, "hypertensive", "opened", "high")]  # two model hits confirm; not critical
+    _, events = run([NORMAL, artefact, (199.0, 112.0, 0.03)])
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]  # two crisis-range readings do
+
+
+def test_a_weak_crisis_hit_escalates_an_open_alert() -> None:
+    hit = (160.0, 100.0, 0.8)
+    _, events = run([hit, hit, (183.0, 104.0, 0.03)])
+    assert statuses(events) == [(1, "hypertensive", "opened", "high"), (2, "hypertensive", "escalated", "critical")]
 
 
 def test_an_open_alert_turns_critical_at_its_first_crisis_range_hit() -> None:
@@ -221,6 +264,18 @@ def test_state_as_bytes_round_trips_and_refuses_another_format() -> None:
         state_from_bytes(bytes([STATE_FORMAT + 1]) + raw[1:])
     with pytest.raises(ValueError, match="damaged"):
         state_from_bytes(raw[:-5])
+
+
+def test_state_of_format_1_is_still_read() -> None:
+    """Format 1 (before weak hits) stored marks as [t, kind, crisis]: they read as hits that are not weak."""
+    hit = (160.0, 100.0, 0.8)
+    state, _ = run([hit, hit, NORMAL, (150.0, 95.0, 0.8)])
+    assert state.open and any(m.kind for m in state.recent)
+    as_dict = state.to_dict()
+    as_dict["recent"] = [mark[:3] for mark in as_dict["recent"]]
+    old = bytes([1]) + json.dumps(as_dict).encode()
+    assert STATE_FORMAT == 2
+    assert state_from_bytes(old) == state
 
 
 def test_patient_alerts_keep_state_per_patient_in_the_keyed_state() -> None:

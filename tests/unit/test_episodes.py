@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from bp.alerts import AlertKind, AlertPolicy
+from bp.alerts import AlertKind, AlertPolicy, Trigger
 from bp.reading import Reading
 from ml.dataset import Dataset
-from ml.episodes import Opened, patient_outcomes, run_alerts, summarise
+from ml.episodes import Opened, patient_outcomes, rules_policies, run_alerts, summarise
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -106,3 +106,13 @@ def test_run_alerts_uses_the_alert_logic() -> None:
     # The crisis-range artefact (row 8) is a hit that keeps the open alert alive; two quiet readings later it
     # resolves (row 10).
     assert alerts[0][0].resolved_row == 10
+
+
+def test_rule_baselines_resolve_like_the_policy_and_confirm_crises_by_rules() -> None:
+    policy = AlertPolicy(threshold=0.45, crisis_confirm_risk=0.9, resolve_minutes=1440.0)
+    baselines = rules_policies(policy)
+    assert set(baselines) == {"rules_every_anomaly", "rules_confirmed"}
+    for baseline in baselines.values():
+        assert baseline.trigger is Trigger.RULES
+        assert baseline.resolve_minutes == 1440.0
+        assert baseline.crisis_confirm_risk is None
