@@ -5,10 +5,11 @@ and kind while the problem lasts. :func:`step` is the whole logic: it takes a pa
 small serialisable value, kept per patient in the consumer's state store), one reading, the model's risk of that
 reading and the :class:`AlertPolicy`, and returns the new state and the events the reading caused.
 
-A reading is a *hit* when the policy's trigger fires: ``model`` -- risk >= ``threshold`` or the reading is in the
-hypertensive crisis range; ``rules`` -- a seed rule fires or the reading is in crisis range (the baselines). A hit
-has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic < ``low_diastolic``, else
-*hypertensive*. The two directions are the two alert kinds.
+A reading is a *hit* when the policy's trigger fires: ``model`` -- risk >= the threshold or the reading is in the
+hypertensive crisis range (the threshold is ``dense_threshold`` for a reading at a dense cadence, see
+:data:`DENSE_AFTER_MINUTES`, else ``threshold``); ``rules`` -- a seed rule fires or the reading is in crisis range
+(the baselines). A hit has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic <
+``low_diastolic``, else *hypertensive*. The two directions are the two alert kinds.
 
 - **Open** an alert of a kind when at least ``confirm_k`` of the patient's last ``confirm_n`` readings (this one
   included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
@@ -39,6 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from bp.clinical import CRISIS_DIASTOLIC_ABOVE, CRISIS_SYSTOLIC_ABOVE, assess
+from bp.features import SAME_SESSION_MINUTES
 from bp.reading import Reading
 from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState, Retained
 
@@ -59,6 +61,12 @@ class AlertStatus(StrEnum):
     OPENED = "opened"
     ESCALATED = "escalated"
     RESOLVED = "resolved"
+
+
+# A reading is at a dense cadence when the patient's previous reading is more than DENSE_AFTER_MINUTES old (not a
+# re-measurement in the same session: bp.features.SAME_SESSION_MINUTES) and at most DENSE_WITHIN_MINUTES.
+DENSE_AFTER_MINUTES = SAME_SESSION_MINUTES
+DENSE_WITHIN_MINUTES = 60.0
 
 
 class Trigger(StrEnum):
@@ -85,10 +93,17 @@ class AlertPolicy:
         this long has passed since its last hit.
     trigger
         ``model`` (the product) or ``rules`` (seed rules as an alert policy, the baselines).
+    dense_threshold
+        Risk threshold for a reading at a dense cadence: the patient's previous reading is more than
+        DENSE_AFTER_MINUTES and at most DENSE_WITHIN_MINUTES old (an ambulatory monitor every 15 min; not the
+        second reading of a home pair, not a reading half a day after the last). ``None``: ``threshold``. A
+        monitor reading four times an hour offers ~25x the chances of a chance pair of hits that twice a day does:
+        the false alerts per patient-week grow with the cadence unless a dense reading needs more risk to count.
     crisis_confirm_risk
         Model risk at or above which a crisis-range reading confirms itself: the alert opens at once, critical.
         ``None``: ``threshold``. Cuff artefacts in crisis range can score a middling risk, so a higher value
         asks a lone crisis-range reading for more than a hit (below it, it needs a second hit like any other).
+        A weak hit (below the reading's threshold) never confirms itself.
     """
 
     threshold: float = 0.5
@@ -101,6 +116,7 @@ class AlertPolicy:
     resolve_minutes: float = 60.0
     trigger: Trigger = Trigger.MODEL
     crisis_confirm_risk: float | None = None
+    dense_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.confirm_n:
@@ -112,6 +128,19 @@ class AlertPolicy:
         c = self.crisis_confirm_risk
         if c is not None and not (math.isfinite(c) and self.threshold <= c <= 1.0):
             raise ValueError(f"crisis_confirm_risk must be in [threshold, 1] or None, got {c}")
+        t = self.dense_threshold
+        if t is not None and not (math.isfinite(t) and 0.0 < t <= 1.0):
+            raise ValueError(f"dense_threshold must be in (0, 1] or None, got {t}")
+
+    def hit_threshold(self, minutes_since_previous: float | None) -> float:
+        """The risk threshold of a reading taken ``minutes_since_previous`` after the patient's previous one."""
+        if (
+            self.dense_threshold is not None
+            and minutes_since_previous is not None
+            and DENSE_AFTER_MINUTES < minutes_since_previous <= DENSE_WITHIN_MINUTES
+        ):
+            return self.dense_threshold
+        return self.threshold
 
     @property
     def crisis_risk(self) -> float:
@@ -130,15 +159,18 @@ class AlertPolicy:
             "resolve_minutes": self.resolve_minutes,
             "trigger": self.trigger.value,
             "crisis_confirm_risk": self.crisis_confirm_risk,
+            "dense_threshold": self.dense_threshold,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertPolicy:
         """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy.
 
-        A policy stored before ``crisis_confirm_risk`` existed reads as ``None`` (the threshold, as it behaved).
+        A policy stored before ``crisis_confirm_risk`` or ``dense_threshold`` existed reads them as ``None`` (the
+        threshold, as it behaved).
         """
         crisis = data.get("crisis_confirm_risk")
+        dense = data.get("dense_threshold")
         return cls(
             threshold=float(data["threshold"]),
             confirm_k=int(data["confirm_k"]),
@@ -150,6 +182,7 @@ class AlertPolicy:
             resolve_minutes=float(data["resolve_minutes"]),
             trigger=Trigger(data["trigger"]),
             crisis_confirm_risk=None if crisis is None else float(crisis),
+            dense_threshold=None if dense is None else float(dense),
         )
 
 
@@ -294,12 +327,16 @@ def _is_crisis(systolic: float, diastolic: float) -> bool:
     return systolic > CRISIS_SYSTOLIC_ABOVE or diastolic > CRISIS_DIASTOLIC_ABOVE
 
 
-def mark(reading: Reading, risk: float | None, policy: AlertPolicy) -> Mark:
-    """Whether ``reading`` is a hit under ``policy``, and of which kind."""
+def mark(
+    reading: Reading, risk: float | None, policy: AlertPolicy, minutes_since_previous: float | None = None
+) -> Mark:
+    """Whether ``reading`` is a hit under ``policy``, and of which kind (``minutes_since_previous``: the time since
+    the patient's previous reading, None when unknown)."""
     s, d = reading.systolic, reading.diastolic
     crisis = _is_crisis(s, d)
+    threshold = policy.hit_threshold(minutes_since_previous)
     if policy.trigger is Trigger.MODEL:
-        hit = crisis or (risk is not None and risk >= policy.threshold)
+        hit = crisis or (risk is not None and risk >= threshold)
     else:
         hit = assess(s, d).is_rule_anomaly
     kind = None
@@ -307,21 +344,25 @@ def mark(reading: Reading, risk: float | None, policy: AlertPolicy) -> Mark:
     if hit:
         low = not crisis and (s < policy.low_systolic or d < policy.low_diastolic)
         kind = AlertKind.HYPOTENSIVE if low else AlertKind.HYPERTENSIVE
-        weak = policy.trigger is Trigger.MODEL and crisis and not (risk is not None and risk >= policy.threshold)
+        weak = policy.trigger is Trigger.MODEL and crisis and not (risk is not None and risk >= threshold)
     return Mark(reading.effective.timestamp(), kind, crisis, weak)
 
 
 def step(
-    state: AlertState, reading: Reading, risk: float | None, policy: AlertPolicy
+    state: AlertState,
+    reading: Reading,
+    risk: float | None,
+    policy: AlertPolicy,
+    minutes_since_previous: float | None = None,
 ) -> tuple[AlertState, tuple[AlertEvent, ...]]:
     """The new state and the events of one reading (see the module docstring for the rules)."""
-    now = mark(reading, risk, policy)
+    now = mark(reading, risk, policy, minutes_since_previous)
     if now.kind is None and not state.open and all(m.kind is None for m in state.recent):
         return EMPTY, ()  # the hot path: recent readings that were no hits cannot confirm anything
     window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
     confirmed_crisis = now.crisis and (
         policy.confirm_k == 1  # a policy that confirms nothing does not confirm a crisis either
-        or (policy.trigger is Trigger.MODEL and risk is not None and risk >= policy.crisis_risk)
+        or (policy.trigger is Trigger.MODEL and not now.weak and risk is not None and risk >= policy.crisis_risk)
         or sum(m.crisis for m in window) >= 2
     )
     events: list[AlertEvent] = []
@@ -419,13 +460,16 @@ class PatientAlerts:
         self.policy = policy
         self._retained = Retained(state if state is not None else MemoryState(), retention_days)
 
-    def observe(self, reading: Reading, risk: float | None) -> tuple[AlertEvent, ...]:
-        """The alert events of ``reading`` (in stream order per patient); the patient's state is updated."""
+    def observe(
+        self, reading: Reading, risk: float | None, minutes_since_previous: float | None = None
+    ) -> tuple[AlertEvent, ...]:
+        """The alert events of ``reading`` (in stream order per patient); the patient's state is updated.
+        ``minutes_since_previous``: from the feature history (:func:`bp.features.minutes_since_previous`)."""
         key = STATE_KEY_PREFIX + reading.patient_id
         at = reading.effective.timestamp()
         previous = self._retained.load(key, at)
         state = EMPTY if previous is None else state_from_bytes(previous.value)
-        new, events = step(state, reading, risk, self.policy)
+        new, events = step(state, reading, risk, self.policy, minutes_since_previous)
         if new is not state and not (previous is None and new is EMPTY):
             self._retained.save(key, state_to_bytes(new), at, previous)
         return events

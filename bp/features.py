@@ -252,6 +252,17 @@ class PatientHistory:
         return features
 
 
+_LOG_GAP = FEATURE_NAMES.index("log_minutes_since_previous")
+_WARMUP = FEATURE_NAMES.index("warmup")
+
+
+def minutes_since_previous(row: Sequence[float] | npt.NDArray[np.float64]) -> float | None:
+    """Minutes since the patient's previous reading, from a feature row; None for a patient's first reading."""
+    if row[_WARMUP] == 0.0:  # seen no reading before
+        return None
+    return math.expm1(float(row[_LOG_GAP]))
+
+
 def feature_matrix(history: PatientHistory, readings: Sequence[Reading]) -> npt.NDArray[np.float64]:
     """Observe ``readings`` in order; one row of features per reading, shape (n, len(FEATURE_NAMES))."""
     observe = history.observe

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from bp.alerts import AlertEvent, AlertPolicy, PatientAlerts, rules_policy
 from bp.clinical import MODEL_RISK, assess, prioritize
-from bp.features import FEATURE_NAMES, PatientHistory
+from bp.features import FEATURE_NAMES, PatientHistory, minutes_since_previous
 from bp.fhir import DEFAULT_LIMITS, ParseLimits, parse_message
 from bp.reading import Anomaly, Decision, Normal, Reading, Rejected
 from bp.state import DEFAULT_RETENTION_DAYS, KeyedState, MemoryState
@@ -205,16 +205,19 @@ class Pipeline:
                 else:
                     outcomes.append(Outcome(message, entry, item, skipped))
                 skipped = 0
-        risks = self._risks(parsed)
+        risks, gaps = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
-        for (slot, skipped), (message, entry, reading), risk in zip(slots, parsed, risks, strict=True):
-            events = self.alerts(message.partition).observe(reading, risk)
+        for (slot, skipped), (message, entry, reading), risk, gap in zip(slots, parsed, risks, gaps, strict=True):
+            events = self.alerts(message.partition).observe(reading, risk, gap)
             outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped, events)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _risks(self, parsed: list[tuple[Message, int, Reading]]) -> Sequence[float | None]:
+    def _risks(
+        self, parsed: list[tuple[Message, int, Reading]]
+    ) -> tuple[Sequence[float | None], Sequence[float | None]]:
+        """Each reading's risk and minutes since the patient's previous reading (None without the model)."""
         if self.model is None or not parsed:
-            return [None] * len(parsed)
+            return [None] * len(parsed), [None] * len(parsed)
         histories = self._histories
         rows = []
         for message, _, reading in parsed:
@@ -222,7 +225,7 @@ class Pipeline:
             rows.append(history.observe(reading))
         matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
         risks: list[float] = self.model.risk(matrix).tolist()
-        return risks
+        return risks, [minutes_since_previous(row) for row in rows]
 
 
 def _classify(reading: Reading, risk: float | None, threshold: float | None) -> Decision:

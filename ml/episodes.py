@@ -15,7 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from bp.alerts import EMPTY, AlertKind, AlertPolicy, AlertState, AlertStatus, Severity, Trigger, step
+from bp.alerts import (
+    DENSE_AFTER_MINUTES,
+    DENSE_WITHIN_MINUTES,
+    EMPTY,
+    AlertKind,
+    AlertPolicy,
+    AlertState,
+    AlertStatus,
+    Severity,
+    Trigger,
+    step,
+)
 from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray
 
@@ -58,10 +69,30 @@ def patient_rows(data: Dataset, rows: IntArray) -> dict[int, IntArray]:
     return {int(p): part for p, part in zip(patients.tolist(), np.split(order, starts[1:]), strict=True)}
 
 
-def hit_mask(data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolicy) -> BoolArray:
-    """Which rows are hits under ``policy`` (vectorised :func:`bp.alerts.mark`)."""
+def minutes_since_previous(data: Dataset, rows: IntArray, reset_at: float | None = None) -> FloatArray:
+    """Per row of ``rows``: minutes since the same patient's previous row, NaN for a patient's first (and, with
+    ``reset_at``, first after the feature history was lost): what :func:`bp.features.minutes_since_previous` says
+    of the consumer's feature rows."""
+    gaps = np.full(rows.size, np.nan)
+    position = {int(r): i for i, r in enumerate(rows.tolist())}
+    for prow in patient_rows(data, rows).values():
+        t = data.time[prow]
+        gap = np.concatenate([[np.nan], np.diff(t) / 60.0])
+        if reset_at is not None:
+            gap[1:][(t[:-1] < reset_at) & (t[1:] >= reset_at)] = np.nan
+        gaps[[position[int(r)] for r in prow.tolist()]] = gap
+    return gaps
+
+
+def hit_mask(data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolicy, gaps: FloatArray) -> BoolArray:
+    """Which rows are hits under ``policy`` (vectorised :func:`bp.alerts.mark`; ``gaps`` from
+    :func:`minutes_since_previous`)."""
     if policy.trigger is Trigger.MODEL:
-        return data.crisis[rows] | (risk >= policy.threshold)
+        threshold = np.full(rows.size, policy.threshold)
+        if policy.dense_threshold is not None:
+            dense = (gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES)  # NaN: never dense
+            threshold[dense] = policy.dense_threshold
+        return data.crisis[rows] | (risk >= threshold)
     return data.rule[rows].copy()
 
 
@@ -75,7 +106,8 @@ def run_alerts(
     without the state store), to measure what a cold start costs.
     """
     position = {int(r): i for i, r in enumerate(rows.tolist())}
-    hits = hit_mask(data, rows, risk, policy)
+    gaps = minutes_since_previous(data, rows, reset_at)
+    hits = hit_mask(data, rows, risk, policy, gaps)
     out: dict[int, list[Opened]] = {}
     for patient, prow in patient_rows(data, rows).items():
         state: AlertState = EMPTY
@@ -87,7 +119,8 @@ def run_alerts(
                 state, reset_done = EMPTY, True
             if state is EMPTY and not hits[i]:
                 continue
-            state, events = step(state, data.readings[r], float(risk[i]), policy)
+            gap = None if np.isnan(gaps[i]) else float(gaps[i])
+            state, events = step(state, data.readings[r], float(risk[i]), policy, gap)
             for e in events:
                 if e.status is AlertStatus.OPENED:
                     critical = r if e.severity is Severity.CRITICAL else None
@@ -235,7 +268,12 @@ def evaluate_policy(
 
 def rules_policies(policy: AlertPolicy) -> dict[str, AlertPolicy]:
     """The seed rules as alert policies (baselines), resolving like ``policy``."""
-    base = policy.to_dict() | {"trigger": Trigger.RULES.value, "threshold": 1.0, "crisis_confirm_risk": None}
+    base = policy.to_dict() | {
+        "trigger": Trigger.RULES.value,
+        "threshold": 1.0,
+        "crisis_confirm_risk": None,
+        "dense_threshold": None,
+    }
     return {
         "rules_every_anomaly": AlertPolicy.from_dict(base | {"confirm_k": 1, "confirm_n": 1}),
         "rules_confirmed": AlertPolicy.from_dict(base | {"confirm_k": 2, "confirm_n": 2}),

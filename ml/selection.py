@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ THRESHOLDS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
 RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
+DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
 POLICY_RULE = (
     "on the out-of-fold risks of the development patients, every combination of a risk threshold "
     f"({', '.join(f'{t:g}' for t in THRESHOLDS)}), a confirmation k of n "
@@ -57,7 +58,10 @@ POLICY_RULE = (
     "lower crisis confirmation risk). If none qualifies: among those within the "
     f"false-alert goal ({FALSE_ALERTS_GOAL:g} per patient-week) on every schedule, the one with the largest "
     "smallest recall slack (recall - goal), so that alerts stay few enough to be read; if none is within it either, "
-    "the one with the fewest false alerts. The run then says the goals were not met out of fold"
+    "the one with the fewest false alerts. The run then says the goals were not met out of fold. When one "
+    "qualified, a second stage runs the chosen policy with a threshold for readings at a dense cadence "
+    f"(dense_threshold) of its threshold + {', + '.join(f'{d:g}' for d in DENSE_STEPS)} the same way and "
+    "picks among them and the first choice by the same rule (ties: the lower dense threshold, none first)"
 )
 
 
@@ -106,7 +110,8 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         for c in CRISIS_CONFIRM_RISKS
         if k > 1 or c is None
     ]
-    for policy in grid:
+
+    def evaluate(policy: AlertPolicy) -> dict[str, Any]:
         per: dict[str, dict[str, Any]] = {}
         for name, srows in by_schedule.items():
             alerts = run_alerts(data, srows, schedule_risk[name], policy)
@@ -116,27 +121,35 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         )
         delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
         false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
-        candidates.append(
-            {
-                "policy": policy.to_dict(),
-                "recall_slack": slack,
-                "median_delay_readings": delay,
-                "false_alerts_per_patient_week": false,
-                "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
-                "by_schedule": {
-                    name: {
-                        "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
-                        "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
-                        "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
-                        "median_delay_readings": s["median_delay_readings"]["value"],
-                    }
-                    for name, s in per.items()
-                },
-            }
-        )
+        return {
+            "policy": policy.to_dict(),
+            "recall_slack": slack,
+            "median_delay_readings": delay,
+            "false_alerts_per_patient_week": false,
+            "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
+            "by_schedule": {
+                name: {
+                    "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
+                    "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
+                    "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
+                    "median_delay_readings": s["median_delay_readings"]["value"],
+                }
+                for name, s in per.items()
+            },
+        }
+
+    candidates = [evaluate(policy) for policy in grid]
     qualifying = [c for c in candidates if c["qualifies"]]
     if qualifying:
         best = min(qualifying, key=_preference)
+        first = AlertPolicy.from_dict(best["policy"])
+        dense = [
+            evaluate(replace(first, dense_threshold=round(first.threshold + step, 2)))
+            for step in DENSE_STEPS
+            if first.threshold + step <= 1.0
+        ]
+        candidates += dense
+        best = min([best, *(c for c in dense if c["qualifies"])], key=_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -147,12 +160,13 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     return {"rule": POLICY_RULE, "feasible": bool(qualifying), "chosen": best, "candidates": candidates}
 
 
-def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float]:
+def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, float]:
     """Order of the qualifying candidates: fewest false alerts; ties: higher threshold, shorter resolution time,
-    lower crisis confirmation risk."""
+    lower crisis confirmation risk, lower dense threshold (none: the threshold)."""
     p = candidate["policy"]
     crisis = p["threshold"] if p.get("crisis_confirm_risk") is None else p["crisis_confirm_risk"]
-    return (candidate["false_alerts_per_patient_week"], -p["threshold"], p["resolve_minutes"], crisis)
+    dense = p["threshold"] if p.get("dense_threshold") is None else p["dense_threshold"]
+    return (candidate["false_alerts_per_patient_week"], -p["threshold"], p["resolve_minutes"], crisis, dense)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,14 @@ def run(
     gap: timedelta = STEP,
     state: AlertState = EMPTY,
     first: int = 0,
+    since: float | None = None,
 ) -> tuple[AlertState, list[tuple[int, AlertEvent]]]:
-    """Feed readings of one patient; events with the index of the reading that caused them."""
+    """Feed readings of one patient; events with the index of the reading that caused them (``since``: minutes
+    since the previous reading, as the feature history tells the consumer)."""
     events: list[tuple[int, AlertEvent]] = []
     for i, (s, d, risk) in enumerate(values, start=first):
         reading = Reading("p1", T0 + i * gap, s, d, f"p1-{i}")
-        state, new = step(state, reading, risk, policy)
+        state, new = step(state, reading, risk, policy, since)
         events += [(i, e) for e in new]
     return state, events
 
@@ -154,6 +156,8 @@ def test_rules_trigger_is_the_baseline_policy() -> None:
         {"threshold": 0.5, "crisis_confirm_risk": 0.4},
         {"crisis_confirm_risk": 1.5},
         {"crisis_confirm_risk": float("nan")},
+        {"dense_threshold": 0.0},
+        {"dense_threshold": 1.2},
     ],
 )
 def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
@@ -161,19 +165,43 @@ def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
         AlertPolicy(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("since", "opens"),
+    [(15.0, False), (45.0, False), (60.0, False), (None, True), (1.0, True), (10.0, True), (61.0, True), (720.0, True)],
+)
+def test_a_dense_cadence_asks_for_the_dense_threshold(since: float | None, opens: bool) -> None:
+    """Readings 10-60 min after the previous one (an ambulatory monitor) need dense_threshold; a home pair's
+    second reading, a reading half a day later or one without a known previous reading need the threshold."""
+    policy = replace(POLICY, threshold=0.5, dense_threshold=0.7)
+    middling = (150.0, 95.0, 0.6)
+    _, events = run([NORMAL, middling, middling, middling], policy=policy, since=since)
+    assert bool(events) is opens
+    _, events = run([NORMAL, (150.0, 95.0, 0.7), (150.0, 95.0, 0.7)], policy=policy, since=since)
+    assert statuses(events) == [(2, "hypertensive", "opened", "high")]  # at dense_threshold it is a hit anyway
+
+
+def test_a_crisis_range_reading_below_the_dense_threshold_is_weak_at_a_dense_cadence() -> None:
+    policy = replace(POLICY, threshold=0.5, dense_threshold=0.7)
+    _, events = run([NORMAL, (236.0, 108.0, 0.6), (172.0, 101.0, 0.8), NORMAL], policy=policy, since=15.0)
+    assert events == []
+    _, events = run([NORMAL, (236.0, 108.0, 0.6), (172.0, 101.0, 0.8)], policy=policy, since=None)
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]  # 0.6 >= threshold confirms it
+
+
 def test_policy_round_trips_through_json() -> None:
     for policy in (
         AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES),
-        AlertPolicy(threshold=0.45, crisis_confirm_risk=0.8, resolve_minutes=1440.0),
+        AlertPolicy(threshold=0.45, crisis_confirm_risk=0.8, resolve_minutes=1440.0, dense_threshold=0.55),
     ):
         assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
 
 
 def test_a_policy_stored_before_crisis_confirm_risk_confirms_crises_at_its_threshold() -> None:
     stored = AlertPolicy(threshold=0.4).to_dict()
-    del stored["crisis_confirm_risk"]
+    del stored["crisis_confirm_risk"], stored["dense_threshold"]
     policy = AlertPolicy.from_dict(stored)
     assert policy.crisis_confirm_risk is None and policy.crisis_risk == 0.4
+    assert policy.dense_threshold is None and policy.hit_threshold(15.0) == 0.4
     _, events = run([NORMAL, (236.0, 108.0, 0.45)], policy=policy)
     assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
 

@@ -85,3 +85,31 @@ def test_alert_state_lives_in_the_partitions_keyed_state_and_survives_a_new_pipe
     restarted = Pipeline(None, state=state, alert_policy=policy)  # e.g. after a crash, state from the store
     rest = restarted.decide_batch(tail)
     assert [e.status for o in rest for e in o.alerts] == [AlertStatus.RESOLVED]  # not opened twice
+
+
+class ConstantRisk:
+    """A model that scores every reading 0.6 (the pipeline's RiskModel protocol)."""
+
+    threshold = 0.5
+    version = "constant"
+
+    def risk(self, features: Any) -> Any:
+        return features[:, 0] * 0.0 + 0.6
+
+
+def test_the_pipeline_tells_the_alert_logic_the_cadence_from_the_feature_history() -> None:
+    """0.6 is a hit at the threshold (0.5) but not at the dense-cadence threshold (0.7): readings 15 min apart open
+    nothing, morning and evening readings do."""
+    policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=3, dense_threshold=0.7)
+
+    def stream(gap: timedelta) -> list[Message]:
+        out = []
+        for i in range(6):
+            reading = Reading("pt-1", T0 + i * gap, 150.0, 95.0, f"pt-1-{i}")
+            out.append(Message(orjson.dumps(build_observation(reading)), partition=0, offset=i, topic="t"))
+        return out
+
+    dense = Pipeline(ConstantRisk(), alert_policy=policy).decide_batch(stream(timedelta(minutes=15)))
+    assert [e for o in dense for e in o.alerts] == []
+    sparse = Pipeline(ConstantRisk(), alert_policy=policy).decide_batch(stream(timedelta(hours=12)))
+    assert [(o.message.offset, e.status) for o in sparse for e in o.alerts] == [(1, AlertStatus.OPENED)]

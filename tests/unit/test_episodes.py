@@ -10,7 +10,15 @@ import pytest
 from bp.alerts import AlertKind, AlertPolicy, Trigger
 from bp.reading import Reading
 from ml.dataset import Dataset
-from ml.episodes import Opened, patient_outcomes, rules_policies, run_alerts, summarise
+from ml.episodes import (
+    Opened,
+    hit_mask,
+    minutes_since_previous,
+    patient_outcomes,
+    rules_policies,
+    run_alerts,
+    summarise,
+)
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 STEP = timedelta(minutes=15)
@@ -116,3 +124,22 @@ def test_rule_baselines_resolve_like_the_policy_and_confirm_crises_by_rules() ->
         assert baseline.trigger is Trigger.RULES
         assert baseline.resolve_minutes == 1440.0
         assert baseline.crisis_confirm_risk is None
+
+
+def test_minutes_since_previous_per_patient_and_after_a_reset() -> None:
+    data = dataset([NORMAL] * 4)  # one reading every 15 min
+    gaps = minutes_since_previous(data, np.arange(4))
+    assert np.isnan(gaps[0]) and gaps[1:].tolist() == [15.0, 15.0, 15.0]
+    reset = minutes_since_previous(data, np.arange(4), reset_at=float(data.time[2]))
+    assert np.isnan(reset[[0, 2]]).all() and reset[[1, 3]].tolist() == [15.0, 15.0]  # history lost at row 2
+
+
+def test_a_dense_threshold_applies_to_the_15_minute_stream() -> None:
+    data = dataset(STREAM)
+    rows = np.arange(len(STREAM))
+    risk = np.array([0.6 if row[2] else 0.01 for row in STREAM])
+    policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=2, resolve_readings=2, resolve_minutes=15)
+    assert [a.row for a in run_alerts(data, rows, risk, policy)[0]] == [3, 11]
+    dense = AlertPolicy.from_dict(policy.to_dict() | {"dense_threshold": 0.7})
+    assert hit_mask(data, rows, risk, dense, minutes_since_previous(data, rows)).tolist() == data.crisis.tolist()
+    assert run_alerts(data, rows, risk, dense)[0] == []  # the artefact alone (a weak hit) opens nothing either

@@ -18,6 +18,7 @@ from bp.features import (
     PatientState,
     check_artifact_metadata,
     feature_matrix,
+    minutes_since_previous,
 )
 from bp.reading import Reading
 from bp.state import NO_WATERMARK, Entry
@@ -313,3 +314,12 @@ def test_cadence_features_know_the_time_since_the_previous_reading(
     assert f["same_session"] == same_session
     assert f["recent_systolic_delta_abs"] == (11 if recent else 0)
     assert f["systolic_delta_abs"] == 11  # the plain change stays, whatever the gap
+
+
+@pytest.mark.parametrize("gap", [timedelta(0), timedelta(minutes=1), STEP, timedelta(hours=12)])
+def test_minutes_since_previous_reads_a_feature_row(gap: timedelta) -> None:
+    """What the alert logic gets (its dense cadence): None for a patient's first reading, else the gap."""
+    history = PatientHistory()
+    assert minutes_since_previous(history.observe(reading("p", 120, 80))) is None
+    row = np.asarray(history.observe(reading("p", 125, 80, NOON + gap)))
+    assert minutes_since_previous(row) == pytest.approx(gap.total_seconds() / 60)
