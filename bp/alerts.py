@@ -94,9 +94,9 @@ class AlertPolicy:
     trigger
         ``model`` (the product) or ``rules`` (seed rules as an alert policy, the baselines).
     dense_threshold
-        Risk threshold for a reading at a dense cadence: the patient's previous reading is more than
-        DENSE_AFTER_MINUTES and at most DENSE_WITHIN_MINUTES old (an ambulatory monitor every 15 min; not the
-        second reading of a home pair, not a reading half a day after the last). ``None``: ``threshold``. A
+        Risk threshold for a reading at a dense cadence: the patient's previous reading is more than 10 and at
+        most 60 minutes old (DENSE_AFTER_MINUTES, DENSE_WITHIN_MINUTES: an ambulatory monitor every 15 min; not
+        the second reading of a home pair, not a reading half a day after the last). ``None``: ``threshold``. A
         monitor reading four times an hour offers ~25x the chances of a chance pair of hits that twice a day does:
         the false alerts per patient-week grow with the cadence unless a dense reading needs more risk to count.
     crisis_confirm_risk

@@ -39,7 +39,9 @@ DEFINITIONS = """\
 - Episodes count when at least one of their significant readings was measured (a home patient can miss all of
   them). An episode is *caught* when an alert of the matching direction opens at one of its readings or is already open
   at its first reading. *Detection delay*: readings (and minutes) from the episode's first significant reading to
-  the opening reading, 0 when the alert opened earlier.
+  the opening reading, 0 when the alert opened earlier. *Caught by an alert already open*: the share of caught
+  episodes whose alert opened before the episode's first reading (a recurrence while the alert of an earlier
+  problem is still open: no new alert is raised for it, only an escalation if it reaches crisis range).
 - An episode with a measured crisis-range reading (> 180 or > 120 mmHg) is *alerted as critical* when a matching
   alert is critical at one of its readings.
 - *Artefact alerts*: alerts opened by a cuff-artefact reading.
@@ -142,6 +144,7 @@ class PatientOutcome:
     weeks: float
     episodes: dict[str, int] = field(default_factory=dict)
     caught: dict[str, int] = field(default_factory=dict)
+    caught_open: int = 0  # caught episodes whose alert opened before the episode's first reading
     crisis_range_episodes: int = 0
     crisis_critical: int = 0
     delays_readings: list[float] = field(default_factory=list)
@@ -187,6 +190,7 @@ def patient_outcomes(
                 continue
             o.caught[kind] += 1
             opened = min(pos[a.row] for a in live)
+            o.caught_open += opened < first
             delay = max(opened - first_sig, 0)
             o.delays_readings.append(float(delay))
             start_row = int(prow[first_sig])
@@ -225,6 +229,9 @@ def summarise(outcomes: Sequence[PatientOutcome], seed: int = 0, resamples: int 
         "patients": p,
         "patient_weeks": float(weeks.sum()),
         "recall": {k: stat(col(lambda o, k=k: o.caught[k]), col(lambda o, k=k: o.episodes[k])) for k in KINDS},
+        "caught_by_open_alert": stat(
+            col(lambda o: o.caught_open), col(lambda o: sum(o.caught.values()))
+        ),
         "crisis_alerted_critical": stat(col(lambda o: o.crisis_critical), col(lambda o: o.crisis_range_episodes)),
         "false_alerts_per_patient_week": stat(alerts - true, weeks),
         "alerts_per_patient_week": stat(alerts, weeks),

@@ -143,3 +143,17 @@ def test_a_dense_threshold_applies_to_the_15_minute_stream() -> None:
     dense = AlertPolicy.from_dict(policy.to_dict() | {"dense_threshold": 0.7})
     assert hit_mask(data, rows, risk, dense, minutes_since_previous(data, rows)).tolist() == data.crisis.tolist()
     assert run_alerts(data, rows, risk, dense)[0] == []  # the artefact alone (a weak hit) opens nothing either
+
+
+def test_an_episode_inside_an_alert_opened_earlier_is_caught_by_an_open_alert() -> None:
+    rise = [(146.0, 90.0, RISE, "e1", True, False), (160.0, 98.0, RISE, "e2", True, False)]
+    rows = [NORMAL, rise[0], rise[0], NORMAL, NORMAL, rise[1], rise[1], NORMAL]
+    data = dataset(rows)
+    still_open = {0: [Opened(AlertKind.HYPERTENSIVE, 2, None, None)]}
+    (o,) = patient_outcomes(data, np.arange(len(rows)), still_open, weeks=1.0)
+    assert o.caught["sharp_rise"] == 2 and o.caught_open == 1  # e2 began while e1's alert was open
+    summary = summarise([o], resamples=10)
+    assert summary["caught_by_open_alert"]["value"] == 0.5
+    resolved = {0: [Opened(AlertKind.HYPERTENSIVE, 2, None, 4), Opened(AlertKind.HYPERTENSIVE, 6, None, None)]}
+    (o,) = patient_outcomes(data, np.arange(len(rows)), resolved, weeks=1.0)
+    assert o.caught["sharp_rise"] == 2 and o.caught_open == 0
