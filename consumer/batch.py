@@ -16,8 +16,9 @@ from typing import Any
 
 from bp.alerts import AlertEvent
 from bp.reading import Anomaly, Decision, Normal, Rejected
+from consumer.archive import ArchiveLine
 from consumer.pipeline import Message, Outcome, Tally
-from consumer.sinks import ArchiveLine, Document
+from consumer.sinks import Document
 from consumer.state.values import ChangeSet
 
 Partition = tuple[str, int]  # (topic, partition)

@@ -16,9 +16,9 @@ from bp.errors import ConfigError, EndpointError
 from bp.kafka_config import consumer_kwargs, dead_letter_producer_kwargs
 from bp.redact import mask
 from bp.settings import Settings
+from consumer.archive import NormalArchive
 from consumer.pipeline import Message
 from consumer.ports import ConsumedRecord, GroupConsumer, GroupMember, KafkaPartition
-from consumer.sinks import NormalArchive
 from consumer.state.keeper import StateKeeper
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from bp.alerts import rules_policy
 from bp.errors import BpError, ConfigError, EndpointError
 from bp.kafka_config import add_security_flags, admin_kwargs, security_overrides, state_reader_kwargs
 from bp.settings import Settings, load_settings
+from consumer.archive import NormalArchive
 from consumer.batch import Totals
 from consumer.check import run_check
 from consumer.clients import make_es, make_kafka, rebalance_listener, rejoiner
@@ -30,7 +31,7 @@ from consumer.pipeline import Pipeline
 from consumer.processor import BatchProcessor
 from consumer.retry import Retry
 from consumer.scoring import load_model
-from consumer.sinks import ElasticsearchSink, NormalArchive, ensure_template
+from consumer.sinks import ElasticsearchSink, ensure_template
 from consumer.state.keeper import StatefulConsumer, StateKeeper
 from consumer.state.store import open_store
 from runtime.cli import StopFlag, configure_logging, error_exit, non_negative_float, positive_int, tune_gc

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from bp.errors import BpError, SinkError
 from bp.reading import Anomaly, Rejected
 from bp.settings import Settings
+from consumer.archive import NormalArchive
 from consumer.batch import Batch, DeadLetter, Totals, one_per_message, sort_batch
 from consumer.dead_letters import DeadLetters
 from consumer.metrics import Metrics
@@ -23,7 +24,6 @@ from consumer.pipeline import Message, Outcome, Pipeline
 from consumer.sinks import (
     Document,
     ElasticsearchSink,
-    NormalArchive,
     Window,
     alert_document,
     anomaly_document,

@@ -22,6 +22,7 @@ from bp.errors import SinkError
 from bp.fhir import build_observation
 from bp.reading import Reading
 from bp.settings import load_settings
+from consumer.archive import NormalArchive
 from consumer.batch import Batch, sort_batch
 from consumer.commit import CommitProtocol
 from consumer.dead_letters import DeadLetters
@@ -29,7 +30,7 @@ from consumer.loop import RunOptions, consume
 from consumer.pipeline import Message, Pipeline
 from consumer.processor import BatchProcessor
 from consumer.retry import Retry
-from consumer.sinks import Document, ElasticsearchSink, NormalArchive
+from consumer.sinks import Document, ElasticsearchSink
 from runtime.cli import StopFlag
 
 TOPIC = "bp"

@@ -12,9 +12,10 @@ import pytest
 
 from bp.errors import SinkError
 from bp.reading import Anomaly, Normal, Priority, Reading, Rejected
+from consumer.archive import NormalArchive
 from consumer.dead_letters import DeadLetters
 from consumer.pipeline import Message, Outcome, Tally
-from consumer.sinks import Document, ElasticsearchSink, NormalArchive, Window, document_id
+from consumer.sinks import Document, ElasticsearchSink, Window, document_id
 
 T0 = datetime(2026, 5, 4, 23, 50, tzinfo=UTC)
 
@@ -232,7 +233,8 @@ def test_window_counts_and_merge_leaves_original_untouched() -> None:
 
 
 def test_archive_and_index_keep_the_effective_precision(tmp_path: Path) -> None:
-    from consumer.sinks import anomaly_document, archive_line
+    from consumer.archive import archive_line
+    from consumer.sinks import anomaly_document
 
     day = Reading("p-1", datetime(2012, 9, 17, tzinfo=UTC), 190.0, 95.0, "o-1", effective_precision="day")
     normal = Normal(day, "normal", None)
