@@ -357,7 +357,7 @@ def step(
 ) -> tuple[AlertState, tuple[AlertEvent, ...]]:
     """The new state and the events of one reading (see the module docstring for the rules)."""
     now = mark(reading, risk, policy, minutes_since_previous)
-    if now.kind is None and not state.open and all(m.kind is None for m in state.recent):
+    if now.kind is None and (state is EMPTY or (not state.open and all(m.kind is None for m in state.recent))):
         return EMPTY, ()  # the hot path: recent readings that were no hits cannot confirm anything
     window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
     confirmed_crisis = now.crisis and (

@@ -89,8 +89,9 @@ class Tally:
             self.rejected += 1
             self.by_reason[decision.reason] += 1
 
-    def count_alerts(self, events: Iterable[AlertEvent]) -> None:
-        self.alerts.update(f"{e.status.value}/{e.kind.value}" for e in events)
+    def count_alerts(self, events: Sequence[AlertEvent]) -> None:
+        if events:  # most readings cause none: skip the Counter update
+            self.alerts.update(f"{e.status.value}/{e.kind.value}" for e in events)
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
