@@ -145,14 +145,18 @@ class PatientState:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PatientState:
-        if len(raw) != _STATE.size or raw[0] != STATE_FORMAT:
-            found = raw[0] if raw else None
-            raise StateError(
-                f"stored patient state has format {found!r} ({len(raw)} bytes), this code reads format "
-                f"{STATE_FORMAT} ({_STATE.size} bytes); reset the consumer's state (see README: State)"
-            )
-        _, base_s, base_d, prev_s, prev_d, prev_dev_s, prev_dev_d, seen = _STATE.unpack(raw)
-        return cls(base_s, base_d, prev_s, prev_d, prev_dev_s, prev_dev_d, seen)
+        return cls(*_state_fields(raw))
+
+
+def _state_fields(raw: bytes) -> tuple[float, float, float, float, float, float, int]:
+    """:class:`PatientState`'s fields, in order, from its bytes (the hot path reads them without the object)."""
+    if len(raw) != _STATE.size or raw[0] != STATE_FORMAT:
+        found = raw[0] if raw else None
+        raise StateError(
+            f"stored patient state has format {found!r} ({len(raw)} bytes), this code reads format "
+            f"{STATE_FORMAT} ({_STATE.size} bytes); reset the consumer's state (see README: State)"
+        )
+    return _STATE.unpack(raw)[1:]
 
 
 def _sustained(dev: float, prev: float) -> float:
@@ -200,22 +204,19 @@ class PatientHistory:
         if previous is None:
             base_s = s / factor
             base_d = d / factor
-            retained.save(pid, PatientState(base_s, base_d, s, d, 0.0, 0.0, 1).to_bytes(), at, None)
+            retained.save(pid, _STATE.pack(STATE_FORMAT, base_s, base_d, s, d, 0.0, 0.0, 1), at, None)
             return (
                 s, d, d + (s - d) / 3.0, s - d, base_s, base_d,
                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, w, 0.0,
                 *_hinges(s, d, 0.0, 0.0), 0.0, 0.0, 0.0, 0.0,
             )  # fmt: skip
-        st = PatientState.from_bytes(previous.value)
-        base_s = st.base_s
-        base_d = st.base_d
+        base_s, base_d, prev_s, prev_d, prev_dev_s, prev_dev_d, seen = _state_fields(previous.value)
         dev_s = s - base_s * factor
         dev_d = d - base_d * factor
-        delta_s = s - st.prev_s
-        delta_d = d - st.prev_d
-        seen = st.seen
+        delta_s = s - prev_s
+        delta_d = d - prev_d
         gap_min = max(at - previous.last_time, 0.0) / 60.0
-        sustained_s = _sustained(dev_s, st.prev_dev_s)
+        sustained_s = _sustained(dev_s, prev_dev_s)
         features = (
             s,
             d,
@@ -231,7 +232,7 @@ class PatientHistory:
             delta_d,
             abs(delta_s),
             sustained_s,
-            _sustained(dev_d, st.prev_dev_d),
+            _sustained(dev_d, prev_dev_d),
             w,
             min(seen / WARMUP_READINGS, 1.0),
             *_hinges(s, d, dev_s, dev_d),
@@ -247,8 +248,8 @@ class PatientHistory:
         if seen >= CLIP_AFTER:
             r_s = CLIP_SYSTOLIC if r_s > CLIP_SYSTOLIC else -CLIP_SYSTOLIC if r_s < -CLIP_SYSTOLIC else r_s
             r_d = CLIP_DIASTOLIC if r_d > CLIP_DIASTOLIC else -CLIP_DIASTOLIC if r_d < -CLIP_DIASTOLIC else r_d
-        updated = PatientState(base_s + alpha * r_s, base_d + alpha * r_d, s, d, dev_s, dev_d, seen + 1)
-        retained.save(pid, updated.to_bytes(), at, previous)
+        updated = _STATE.pack(STATE_FORMAT, base_s + alpha * r_s, base_d + alpha * r_d, s, d, dev_s, dev_d, seen + 1)
+        retained.save(pid, updated, at, previous)
         return features
 
 
