@@ -67,7 +67,7 @@ def sort_batch(
                 normals.append(archive_line(outcome, decision))
             elif isinstance(decision, Anomaly):
                 documents.append(anomaly_document(outcome, decision))
-            if alert_document is not None:
+            if alert_document is not None and outcome.alerts:
                 documents.extend(alert_document(outcome, event) for event in outcome.alerts)
         except Exception as exc:  # contained to this message: it becomes a dead letter
             decision = _contained(decision, exc)

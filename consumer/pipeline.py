@@ -208,8 +208,9 @@ class Pipeline:
                 skipped = 0
         risks, gaps = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
+        alerts = self._alerts
         for (slot, skipped), (message, entry, reading), risk, gap in zip(slots, parsed, risks, gaps, strict=True):
-            events = self.alerts(message.partition).observe(reading, risk, gap)
+            events = (alerts.get(message.partition) or self.alerts(message.partition)).observe(reading, risk, gap)
             outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped, events)
         return [outcome for outcome in outcomes if outcome is not None]
 

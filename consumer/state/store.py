@@ -41,6 +41,15 @@ class PartitionView:
         return self.store.watermark(self.partition)
 
     def advance(self, event_time: float) -> float:
+        pending = self.store._pending
+        if pending:  # the batch being decided already moved this partition's watermark (all but its first reading)
+            marks = pending[-1].watermarks
+            current = marks.get(self.partition)
+            if current is not None:
+                if event_time > current:
+                    marks[self.partition] = event_time
+                    return event_time
+                return current
         current = self.store.watermark(self.partition)
         if event_time <= current:
             return current
