@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bp.alerts import AlertEvent, AlertPolicy, PatientAlerts, rules_policy
+from bp.alerts import AlertEvent, AlertPolicy, Context, PatientAlerts, context_columns, context_of, rules_policy
 from bp.clinical import MODEL_RISK, assess, prioritize
 from bp.features import FEATURE_NAMES, PatientHistory, minutes_since_previous
 from bp.fhir import DEFAULT_LIMITS, ParseLimits, parse_message
@@ -206,20 +206,25 @@ class Pipeline:
                 else:
                     outcomes.append(Outcome(message, entry, item, skipped))
                 skipped = 0
-        risks, gaps = self._risks(parsed)
+        risks, gaps, contexts = self._risks(parsed)
         threshold = self.model.threshold if self.model is not None else None
         alerts = self._alerts
-        for (slot, skipped), (message, entry, reading), risk, gap in zip(slots, parsed, risks, gaps, strict=True):
-            events = (alerts.get(message.partition) or self.alerts(message.partition)).observe(reading, risk, gap)
+        for (slot, skipped), (message, entry, reading), risk, gap, context in zip(
+            slots, parsed, risks, gaps, contexts, strict=True
+        ):
+            events = (alerts.get(message.partition) or self.alerts(message.partition)).observe(
+                reading, risk, gap, context
+            )
             outcomes[slot] = Outcome(message, entry, _classify(reading, risk, threshold), skipped, events)
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _risks(
         self, parsed: list[tuple[Message, int, Reading]]
-    ) -> tuple[Sequence[float | None], Sequence[float | None]]:
-        """Each reading's risk and minutes since the patient's previous reading (None without the model)."""
+    ) -> tuple[Sequence[float | None], Sequence[float | None], Sequence[Context | None]]:
+        """Each reading's risk, minutes since the patient's previous reading and what the patient's history says
+        about it (for the alerts; None without the model)."""
         if self.model is None or not parsed:
-            return [None] * len(parsed), [None] * len(parsed)
+            return [None] * len(parsed), [None] * len(parsed), [None] * len(parsed)
         histories = self._histories
         rows = []
         for message, _, reading in parsed:
@@ -227,7 +232,8 @@ class Pipeline:
             rows.append(history.observe(reading))
         matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
         risks: list[float] = self.model.risk(matrix).tolist()
-        return risks, [minutes_since_previous(row) for row in rows]
+        contexts = [context_of(values) for values in context_columns(matrix).tolist()]
+        return risks, [minutes_since_previous(row) for row in rows], contexts
 
 
 def _classify(reading: Reading, risk: float | None, threshold: float | None) -> Decision:

@@ -60,6 +60,7 @@ def alert_document(event: AlertEvent, model_version: str, ingested_at: str) -> d
         "hits": event.hits,
         "worst_systolic": event.worst_systolic,
         "worst_diastolic": event.worst_diastolic,
+        "reason": event.reason,
         "model_version": model_version,
         "ingested_at": ingested_at,
     }

@@ -117,10 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         report = ROOT / "reports" / "bp-report.html"
         report_result = subprocess.run(
             [sys.executable, "-m", "consumer.report", "--output", str(report)], cwd=ROOT, env=env, timeout=300,
-            check=False, stderr=subprocess.PIPE, text=True,
+            check=False, capture_output=True, text=True,
         )  # fmt: skip
+        sys.stdout.write(report_result.stdout)
         patient_days = args.count * READING_INTERVAL_S / 86_400
-        print_summary(summary, elapsed, archive, env, report if report_result.returncode == 0 else None, patient_days)
+        print_summary(
+            summary, elapsed, archive, env, report if report_result.returncode == 0 else None, patient_days,
+            explained_alerts(report_result.stdout),
+        )  # fmt: skip
         if report_result.returncode != 0:
             sys.stderr.write(report_result.stderr)
             print("demo: the report failed (see above)")
@@ -157,6 +161,17 @@ def alert_lines(alerts: dict[str, int], patient_days: float) -> list[str]:
     return lines
 
 
+def explained_alerts(report_output: str) -> list[str]:
+    """The report's one-line explanation of each open alert (``report: alert ...`` lines, and how many more)."""
+    lines = []
+    for line in report_output.splitlines():
+        if line.startswith("report: alert "):
+            lines.append(line.removeprefix("report: alert "))
+        elif line.startswith("report: ... and "):
+            lines.append(line.removeprefix("report: "))
+    return lines
+
+
 def print_summary(
     summary: dict[str, Any],
     elapsed: float,
@@ -164,6 +179,7 @@ def print_summary(
     env: dict[str, str],
     report: Path | None,
     patient_days: float = 0.0,
+    explanations: list[str] | None = None,
 ) -> None:
     decided = summary["normal"] + summary["anomalies"]
     rate = 100.0 * summary["anomalies"] / decided if decided else 0.0
@@ -176,6 +192,7 @@ def print_summary(
         "=" * 72,
         f"messages consumed      {summary['messages']:>8}   ({summary['readings']} readings, {elapsed:.1f} s total)",
         *alert_lines(summary.get("alerts", {}), patient_days),
+        *(f"  - {line}" for line in explanations or ()),
         f"normal (archived)      {summary['normal']:>8}",
         f"anomalies (indexed)    {summary['anomalies']:>8}   ({rate:.1f} % of readings)",
     ]

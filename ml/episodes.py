@@ -25,6 +25,8 @@ from bp.alerts import (
     AlertStatus,
     Severity,
     Trigger,
+    context_columns,
+    context_of,
     step,
 )
 from bp.truth import EpisodeKind
@@ -110,6 +112,8 @@ def run_alerts(
     position = {int(r): i for i, r in enumerate(rows.tolist())}
     gaps = minutes_since_previous(data, rows, reset_at)
     hits = hit_mask(data, rows, risk, policy, gaps)
+    model = policy.trigger is Trigger.MODEL  # the rule baselines run without the patient's history, as --rules-only
+    contexts = context_columns(data.x[rows]) if model else None
     out: dict[int, list[Opened]] = {}
     for patient, prow in patient_rows(data, rows).items():
         state: AlertState = EMPTY
@@ -122,7 +126,8 @@ def run_alerts(
             if state is EMPTY and not hits[i]:
                 continue
             gap = None if np.isnan(gaps[i]) else float(gaps[i])
-            state, events = step(state, data.readings[r], float(risk[i]), policy, gap)
+            context = context_of(contexts[i].tolist()) if contexts is not None else None
+            state, events = step(state, data.readings[r], float(risk[i]), policy, gap, context)
             for e in events:
                 if e.status is AlertStatus.OPENED:
                     critical = r if e.severity is Severity.CRITICAL else None

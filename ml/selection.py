@@ -9,6 +9,7 @@ artifact's pipeline is then refitted on all development patients.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from bp.alerts import AlertPolicy
 from bp.errors import ModelError
 from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray, fold_of_rows
-from ml.episodes import WEEK_S, patient_outcomes, run_alerts, summarise
+from ml.episodes import WEEK_S, minutes_since_previous, patient_outcomes, run_alerts, summarise
 
 log = logging.getLogger("ml.selection")
 
@@ -44,18 +45,25 @@ CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
 RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
+REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
+CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
 POLICY_RULE = (
     "on the out-of-fold risks of the development patients, every combination of a risk threshold "
     f"({', '.join(f'{t:g}' for t in THRESHOLDS)}), a confirmation k of n "
     f"({', '.join(f'{k} of {n}' for k, n in CONFIRMATIONS)}), a resolution time after the last hit "
     f"({', '.join(f'{m:g}' for m in RESOLVE_MINUTES)} min) and a risk at which a lone crisis-range reading "
-    f"confirms itself ({', '.join('the threshold' if c is None else f'{c:g}' for c in CRISIS_CONFIRM_RISKS)}; "
-    "1 of 1 confirms every hit, so only with the threshold) "
+    f"confirms itself ({', '.join('the threshold' if c is None else f'{c:g}' for c in CRISIS_CONFIRM_RISKS)}) "
+    "and how closely a re-measurement must agree with a hit to confirm it "
+    f"({', '.join('off' if a == 0 else f'{a:g} mmHg' for a in REMEASURE_AGREE_MMHG)}) "
+    "(1 of 1 confirms every hit, so only with the threshold and without re-measurement) "
     "is run through bp.alerts on each schedule; among "
     f"those whose episode recall reaches every goal + {RECALL_MARGIN} on every schedule and whose median "
-    f"detection delay is <= {MEDIAN_DELAY_GOAL:g} readings, the one with the fewest false alert episodes per "
-    "patient-week on its worst schedule (ties: the higher threshold, then the shorter resolution time, then the "
-    "lower crisis confirmation risk). If none qualifies: among those within the "
+    f"detection delay is <= {MEDIAN_DELAY_GOAL:g} readings (and, if any of those alerts every crisis-range episode "
+    f"as critical, share >= {CRITICAL_GOAL:g}, on every schedule within the false-alert goal, among those only), "
+    "the one with the fewest false alert episodes per "
+    "patient-week on its worst schedule (ties: the fewest summed over the schedules, then the higher threshold, "
+    "then the shorter resolution time, then the lower crisis confirmation risk). If none qualifies: among those "
+    "within the "
     f"false-alert goal ({FALSE_ALERTS_GOAL:g} per patient-week) on every schedule, the one with the largest "
     "smallest recall slack (recall - goal), so that alerts stay few enough to be read; if none is within it either, "
     "the one with the fewest false alerts. The run then says the goals were not met out of fold. When one "
@@ -103,33 +111,54 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     schedule_risk = {name: risk[[position[int(r)] for r in srows.tolist()]] for name, srows in by_schedule.items()}
     candidates: list[dict[str, Any]] = []
     grid = [
-        AlertPolicy(threshold=t, confirm_k=k, confirm_n=n, resolve_minutes=m, crisis_confirm_risk=c)
+        AlertPolicy(
+            threshold=t, confirm_k=k, confirm_n=n, resolve_minutes=m, crisis_confirm_risk=c, remeasure_agree_mmhg=a
+        )
         for t in THRESHOLDS
         for k, n in CONFIRMATIONS
         for m in RESOLVE_MINUTES
         for c in CRISIS_CONFIRM_RISKS
-        if k > 1 or c is None
+        for a in REMEASURE_AGREE_MMHG
+        if k > 1 or (c is None and a == 0)
     ]
+    # A schedule without re-measurements (no reading within remeasure_minutes of the previous one, e.g. every
+    # 15 min) gives the same alerts whatever the agreement: those runs are done once.
+    gaps = {name: minutes_since_previous(data, srows) for name, srows in by_schedule.items()}
+    done: dict[tuple[str, str], dict[str, Any]] = {}
 
     def evaluate(policy: AlertPolicy) -> dict[str, Any]:
         per: dict[str, dict[str, Any]] = {}
         for name, srows in by_schedule.items():
-            alerts = run_alerts(data, srows, schedule_risk[name], policy)
-            per[name] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
+            effective = policy
+            if not (gaps[name] <= policy.remeasure_minutes).any():
+                effective = replace(policy, remeasure_agree_mmhg=0.0)
+            key = (name, json.dumps(effective.to_dict(), sort_keys=True))
+            if key not in done:
+                alerts = run_alerts(data, srows, schedule_risk[name], effective)
+                done[key] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
+            per[name] = done[key]
         slack = min(
             (s["recall"][kind]["value"] or 0.0) - goal for s in per.values() for kind, goal in RECALL_GOALS.items()
+        )
+        critical = min(
+            1.0 if s["crisis_alerted_critical"]["value"] is None else s["crisis_alerted_critical"]["value"]
+            for s in per.values()
         )
         delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
         false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
         return {
             "policy": policy.to_dict(),
             "recall_slack": slack,
+            "crisis_alerted_critical": critical,
             "median_delay_readings": delay,
             "false_alerts_per_patient_week": false,
+            "false_alerts_summed": sum(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values()),
             "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
+            "critical_and_quiet": critical >= CRITICAL_GOAL and false <= FALSE_ALERTS_GOAL,
             "by_schedule": {
                 name: {
                     "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
+                    "crisis_alerted_critical": s["crisis_alerted_critical"]["value"],
                     "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
                     "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
                     "median_delay_readings": s["median_delay_readings"]["value"],
@@ -140,8 +169,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
 
     candidates = [evaluate(policy) for policy in grid]
     qualifying = [c for c in candidates if c["qualifies"]]
+    # The crisis goal narrows the choice only where it costs no more than the false-alert goal allows.
+    strict = any(c["critical_and_quiet"] for c in qualifying)
+
+    def eligible(c: dict[str, Any]) -> bool:
+        return bool(c["qualifies"] and (c["critical_and_quiet"] or not strict))
+
     if qualifying:
-        best = min(qualifying, key=_preference)
+        best = min(filter(eligible, qualifying), key=_preference)
         first = AlertPolicy.from_dict(best["policy"])
         dense = [
             evaluate(replace(first, dense_threshold=round(first.threshold + step, 2)))
@@ -149,7 +184,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             if first.threshold + step <= 1.0
         ]
         candidates += dense
-        best = min([best, *(c for c in dense if c["qualifies"])], key=_preference)
+        best = min([best, *filter(eligible, dense)], key=_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -160,13 +195,21 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     return {"rule": POLICY_RULE, "feasible": bool(qualifying), "chosen": best, "candidates": candidates}
 
 
-def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, float]:
-    """Order of the qualifying candidates: fewest false alerts; ties: higher threshold, shorter resolution time,
-    lower crisis confirmation risk, lower dense threshold (none: the threshold)."""
+def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, float, float]:
+    """Order of the qualifying candidates: fewest false alerts on the worst schedule; ties: fewest summed over the
+    schedules, higher threshold, shorter resolution time, lower crisis confirmation risk, lower dense threshold
+    (none: the threshold)."""
     p = candidate["policy"]
     crisis = p["threshold"] if p.get("crisis_confirm_risk") is None else p["crisis_confirm_risk"]
     dense = p["threshold"] if p.get("dense_threshold") is None else p["dense_threshold"]
-    return (candidate["false_alerts_per_patient_week"], -p["threshold"], p["resolve_minutes"], crisis, dense)
+    return (
+        candidate["false_alerts_per_patient_week"],
+        round(candidate["false_alerts_summed"], 9),
+        -p["threshold"],
+        p["resolve_minutes"],
+        crisis,
+        dense,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bp.alerts import describe
 from bp.errors import BpError, ConfigError
 from bp.settings import Settings, load_settings
 from consumer.report.archive import scan_archive
 from consumer.report.model import Report, Sources, public_url
 from consumer.report.queries import query_alerts, query_anomalies, query_stats
-from consumer.report.render import number_text, rate_text, render_html, time_text
+from consumer.report.render import rate_text, render_html
 from runtime.cli import configure_logging, error_exit
 from runtime.files import atomic_write_text
 
@@ -98,14 +99,9 @@ def headline(report: Report) -> str:
 
 
 def alert_lines(report: Report, limit: int = SHOWN_ALERTS) -> list[str]:
-    """The open alerts as one line each (who, what, since when, why), most severe and longest open first."""
-    lines = []
-    for alert in report.alerts.open[:limit]:
-        lines.append(
-            f"open {alert.get('severity')} {alert.get('kind')} alert for {alert.get('patient_id')} since "
-            f"{time_text(alert.get('opened_at'))}: worst {number_text(alert.get('worst_systolic'))}/"
-            f"{number_text(alert.get('worst_diastolic'))} mmHg, {alert.get('hits')} confirming readings"
-        )
+    """The open alerts as one line each (who, what, since when, how bad, why: :func:`bp.alerts.describe`), most
+    severe and longest open first."""
+    lines = [f"alert {describe(alert)}" for alert in report.alerts.open[:limit]]
     hidden = len(report.alerts.open) - limit
     if hidden > 0:
         lines.append(f"... and {hidden} more open alerts in the report")

@@ -71,7 +71,7 @@ def build() -> list[Json]:
         "bp-open-alerts",
         PANELS["open_alerts"],
         ALERTS_VIEW,
-        ["patient_id", "kind", "severity", "hits", "worst_systolic", "worst_diastolic", "last_event_at"],
+        ["patient_id", "kind", "severity", "hits", "worst_systolic", "worst_diastolic", "last_event_at", "reason"],
         "opened_at",
         'status : "open"',
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,11 @@ from bp.alerts import (
     AlertPolicy,
     AlertState,
     AlertStatus,
+    Context,
     PatientAlerts,
     Severity,
     Trigger,
+    describe,
     rules_policy,
     state_from_bytes,
     state_to_bytes,
@@ -43,14 +46,24 @@ def run(
     state: AlertState = EMPTY,
     first: int = 0,
     since: float | None = None,
+    usual: tuple[float, float] | None = None,
 ) -> tuple[AlertState, list[tuple[int, AlertEvent]]]:
     """Feed readings of one patient; events with the index of the reading that caused them (``since``: minutes
-    since the previous reading, as the feature history tells the consumer)."""
+    since the previous reading, as the feature history tells the consumer; with ``usual``, the patient's usual
+    pressure, each reading also gets a :class:`Context`: the usual pressure and the previous reading; ``since``
+    then defaults to ``gap``)."""
     events: list[tuple[int, AlertEvent]] = []
+    previous: tuple[float, float] | None = None
     for i, (s, d, risk) in enumerate(values, start=first):
         reading = Reading("p1", T0 + i * gap, s, d, f"p1-{i}")
-        state, new = step(state, reading, risk, policy, since)
+        context = None
+        minutes = since
+        if usual is not None:
+            context = Context(*usual) if previous is None else Context(*usual, *previous)
+            minutes = None if previous is None else since if since is not None else gap.total_seconds() / 60
+        state, new = step(state, reading, risk, policy, minutes, context)
         events += [(i, e) for e in new]
+        previous = (s, d)
     return state, events
 
 
@@ -232,7 +245,7 @@ def test_invariants(values: list[tuple[int, int, float]]) -> None:
     for i, (s, d, risk) in enumerate(triples):
         state, events = step(state, Reading("p1", T0 + i * STEP, s, d, f"p1-{i}"), risk, POLICY)
         assert len({a.kind for a in state.open}) == len(state.open)  # one open alert per kind
-        assert len(state.recent) <= POLICY.confirm_n - 1
+        assert len(state.recent) <= max(POLICY.confirm_n - 1, POLICY.resolve_readings)
         for e in events:
             if e.status is AlertStatus.OPENED:
                 assert e.alert_id not in opened
@@ -302,8 +315,8 @@ def test_state_of_format_1_is_still_read() -> None:
     as_dict = state.to_dict()
     as_dict["recent"] = [mark[:3] for mark in as_dict["recent"]]
     old = bytes([1]) + json.dumps(as_dict).encode()
-    assert STATE_FORMAT == 2
-    assert state_from_bytes(old) == state
+    assert STATE_FORMAT == 4
+    assert without_values(state_from_bytes(old)) == without_values(state)
 
 
 def test_patient_alerts_keep_state_per_patient_in_the_keyed_state() -> None:
@@ -328,3 +341,170 @@ def test_rules_policy_needs_two_rule_anomalies() -> None:
         [(145.0, 85.0, None), (120.0, 80.0, None), (145.0, 85.0, None), (150.0, 92.0, None)], policy=rules_policy()
     )
     assert statuses(events) == [(3, "hypertensive", "opened", "high")]
+
+
+def without_values(state: AlertState) -> AlertState:
+    """The state with its marks' values and its alerts' reasons left out (formats 1 and 2 stored neither)."""
+    return AlertState(
+        tuple(replace(m, systolic=0.0, diastolic=0.0) for m in state.recent),
+        tuple(replace(a, reason="") for a in state.open),
+    )
+
+
+def test_state_of_format_2_is_still_read_without_values() -> None:
+    """Format 2 stored marks as [t, kind, crisis, weak]: they read with unknown (NaN) values."""
+    state, _ = run([(160.0, 100.0, 0.8), (150.0, 95.0, 0.3)])
+    as_dict = state.to_dict()
+    as_dict["recent"] = [mark[:4] for mark in as_dict["recent"]]
+    restored = state_from_bytes(bytes([2]) + json.dumps(as_dict).encode())
+    assert without_values(restored) == without_values(state)
+    assert all(math.isnan(m.systolic) and math.isnan(m.diastolic) for m in restored.recent)
+    assert state_from_bytes(state_to_bytes(state)) == state  # format 3 keeps the values
+
+
+# --- direction from the patient's own pressure ------------------------------------------------------------------
+HYPERTENSIVE_USUAL = (150.0, 90.0)
+
+
+def test_a_relative_drop_the_model_flags_opens_a_hypotensive_alert() -> None:
+    """110/68 is no hypotension by the cut-points, but 40/22 mmHg below this patient's usual 150/90."""
+    drop = (110.0, 68.0, 0.8)
+    _, events = run([NORMAL, drop, drop], usual=HYPERTENSIVE_USUAL)
+    assert statuses(events) == [(2, "hypotensive", "opened", "high")]
+    _, events = run([NORMAL, drop, drop])  # without the patient's history: the cut-points alone
+    assert statuses(events) == [(2, "hypertensive", "opened", "high")]
+
+
+def test_a_hit_above_the_usual_pressure_stays_hypertensive() -> None:
+    rise = (170.0, 100.0, 0.8)
+    _, events = run([NORMAL, rise, rise], usual=HYPERTENSIVE_USUAL)
+    assert statuses(events) == [(2, "hypertensive", "opened", "high")]
+
+
+def test_below_the_cut_points_is_hypotensive_even_above_a_low_usual_pressure() -> None:
+    """A patient whose history began during hypotension has a low 'usual' pressure: 80/45 is still hypotension."""
+    low = (80.0, 45.0, 0.8)
+    _, events = run([low, low, low], usual=(72.0, 40.0))
+    assert statuses(events) == [(1, "hypotensive", "opened", "high")]
+
+
+# --- re-measurement (home pairs a minute apart) ------------------------------------------------------------------
+PAIR = timedelta(minutes=1)
+REMEASURE = replace(POLICY, remeasure_agree_mmhg=10.0)
+
+
+def test_a_hit_confirmed_by_its_agreeing_re_measurement_opens_an_alert() -> None:
+    """The model scores the first reading of a session low and its re-measurement a minute later high."""
+    pair = [(94.0, 55.0, 0.28), (95.0, 51.0, 0.88)]
+    _, events = run(pair, policy=REMEASURE, gap=PAIR, usual=(120.0, 78.0))
+    assert statuses(events) == [(1, "hypotensive", "opened", "high")]
+    _, events = run(pair, policy=POLICY, gap=PAIR, usual=(120.0, 78.0))  # re-measurement off
+    assert events == []
+    _, events = run(pair, policy=REMEASURE, gap=STEP, usual=(120.0, 78.0))  # 15 min apart: not a re-measurement
+    assert events == []
+
+
+def test_a_re_measurement_that_disagrees_confirms_nothing() -> None:
+    """A cuff artefact differs from its re-measurement by far more than the agreement."""
+    _, events = run([(70.0, 38.0, 0.2), (95.0, 51.0, 0.88)], policy=REMEASURE, gap=PAIR, usual=(120.0, 78.0))
+    assert events == []
+
+
+def test_a_re_measurement_confirms_a_hit_before_it() -> None:
+    _, events = run([(95.0, 51.0, 0.88), (94.0, 55.0, 0.28)], policy=REMEASURE, gap=PAIR, usual=(120.0, 78.0))
+    assert statuses(events) == [(1, "hypotensive", "opened", "high")]
+
+
+def test_a_crisis_range_reading_confirmed_by_its_re_measurement_opens_critical() -> None:
+    """183/79 scored low (an artefact, the model thinks) is re-measured at 179/78: real, so critical."""
+    pair = [(183.0, 79.0, 0.19), (179.0, 78.0, 0.10)]
+    _, events = run(pair, policy=REMEASURE, gap=PAIR, usual=(160.0, 75.0))
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+    _, events = run(pair, policy=POLICY, gap=PAIR, usual=(160.0, 75.0))
+    assert events == []
+
+
+def test_remeasure_parameters_round_trip_and_old_policies_read_them_as_off() -> None:
+    assert AlertPolicy.from_dict(REMEASURE.to_dict()) == REMEASURE
+    old = {k: v for k, v in REMEASURE.to_dict().items() if not k.startswith("remeasure")}
+    assert AlertPolicy.from_dict(old).remeasure_agree_mmhg == 0.0
+    with pytest.raises(ValueError):
+        replace(POLICY, remeasure_agree_mmhg=-1.0)
+
+
+# --- a crisis-range reading just before the alert opens ----------------------------------------------------------
+def test_a_crisis_range_reading_just_before_the_opening_makes_it_critical() -> None:
+    """The crisis-range hit did not confirm itself (risk below crisis_confirm_risk) and the next readings were no
+    hits; the hits that then open the alert confirm the problem it belongs to."""
+    policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=3, resolve_readings=4, crisis_confirm_risk=0.9)
+    crisis, quiet, hit = (183.0, 83.0, 0.57), (167.0, 79.0, 0.3), (171.0, 76.0, 0.7)
+    _, events = run([NORMAL, crisis, quiet, quiet, hit, hit], policy=policy)
+    assert statuses(events) == [(5, "hypertensive", "opened", "critical")]
+    far = [NORMAL, crisis] + [quiet] * policy.resolve_readings + [hit, hit]
+    _, events = run(far, policy=policy)  # as many quiet readings as resolve an alert: another problem
+    assert statuses(events) == [(len(far) - 1, "hypertensive", "opened", "high")]
+    weak = (183.0, 83.0, 0.1)  # scored as an artefact: it does not make the alert critical
+    _, events = run([NORMAL, weak, quiet, quiet, hit, hit], policy=policy)
+    assert statuses(events) == [(5, "hypertensive", "opened", "high")]
+
+
+def test_stage_2_readings_are_never_hypotensive_however_high_the_usual_pressure() -> None:
+    high = (150.0, 95.0, 0.8)
+    _, events = run([NORMAL, high, high], usual=(175.0, 105.0))
+    assert statuses(events) == [(2, "hypertensive", "opened", "high")]
+
+
+# --- what an alert says -----------------------------------------------------------------------------------------
+def opened(events: list[tuple[int, AlertEvent]]) -> AlertEvent:
+    (event,) = [e for _, e in events if e.status is AlertStatus.OPENED]
+    return event
+
+
+def test_worst_values_count_the_readings_that_confirmed_the_alert() -> None:
+    """The first of the confirming readings was the lowest: it is the alert's worst value from the start."""
+    _, events = run([NORMAL, (78.0, 46.0, 0.9), (84.0, 52.0, 0.8)])
+    event = opened(events)
+    assert (event.worst_systolic, event.worst_diastolic) == (78.0, 46.0)
+    _, events = run([NORMAL, (160.0, 101.0, 0.9), (150.0, 95.0, 0.8)])
+    assert (opened(events).worst_systolic, opened(events).worst_diastolic) == (160.0, 101.0)
+
+
+def test_an_alert_says_which_readings_confirmed_it() -> None:
+    _, events = run([NORMAL, (150.0, 95.0, 0.8), NORMAL, (152.0, 96.0, 0.7)])
+    assert opened(events).reason == "2 of the last 3 readings flagged (model risk >= 0.5): 150/95, 152/96 mmHg"
+
+
+def test_a_relative_drop_says_how_far_below_the_usual_pressure() -> None:
+    drop = (110.0, 68.0, 0.8)
+    _, events = run([NORMAL, drop, drop], usual=HYPERTENSIVE_USUAL)
+    assert opened(events).reason.endswith("; 40/22 mmHg below this patient's usual 150/90")
+
+
+def test_a_crisis_confirmed_by_the_model_says_so() -> None:
+    _, events = run([NORMAL, (195.0, 118.0, 0.7)])
+    assert opened(events).reason == "crisis range (> 180/120 mmHg) reading 195/118 mmHg with model risk 0.70 (>= 0.5)"
+    _, events = run([NORMAL, (205.0, 110.0, 0.02), (199.0, 112.0, 0.03)])
+    assert opened(events).reason == "2 crisis range (> 180/120 mmHg) readings: 205/110, 199/112 mmHg"
+
+
+def test_a_re_measured_alert_and_an_escalated_one_say_so() -> None:
+    pair = [(94.0, 55.0, 0.28), (95.0, 51.0, 0.88)]
+    _, events = run(pair, policy=REMEASURE, gap=PAIR, usual=(120.0, 78.0))
+    assert opened(events).reason == (
+        "a reading flagged (model risk >= 0.5) and its re-measurement minutes apart agree: 94/55, 95/51 mmHg"
+    )  # below 90/60 already: no word about the usual pressure
+    _, events = run([(160.0, 100.0, 0.8), (160.0, 100.0, 0.8), (190.0, 115.0, 0.9)])
+    escalated = events[-1][1]
+    assert escalated.status is AlertStatus.ESCALATED
+    assert escalated.reason.endswith("; critical from 2024-05-06 08:30 UTC: crisis-range reading 190/115 mmHg")
+    assert escalated.reason.startswith("2 of the last 2 readings flagged")
+
+
+def test_describe_is_one_line_with_who_what_since_when_how_bad_and_why() -> None:
+    _, events = run([NORMAL, (78.0, 46.0, 0.9), (84.0, 52.0, 0.8)])
+    line = describe(opened(events).to_dict())
+    assert line == (
+        "p1: high hypotensive alert, opened, since 2024-05-06 08:30 UTC (2 readings, lowest 78/46 mmHg): "
+        "2 of the last 2 readings flagged (model risk >= 0.5): 78/46, 84/52 mmHg"
+    )
+    assert "reason not recorded" in describe({**opened(events).to_dict(), "reason": ""})

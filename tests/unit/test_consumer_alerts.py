@@ -61,6 +61,7 @@ def test_alert_events_become_documents_with_the_alert_id_and_the_latest_state() 
     assert docs[-1].source["severity"] == "critical"
     assert docs[-1].source["opened_observation_id"] == "pt-1-5"
     assert docs[-1].source["worst_systolic"] == 210.0
+    assert docs[-1].source["reason"] == "2 crisis range (> 180/120 mmHg) readings: 196/124, 205/126 mmHg"
     assert all(d.origin is not None for d in docs)  # a refused alert document is dead-lettered with its message
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bp.alerts import AlertKind, AlertPolicy, Trigger
+from bp.features import FEATURE_NAMES
 from bp.reading import Reading
 from ml.dataset import Dataset
 from ml.episodes import (
@@ -30,7 +31,7 @@ def dataset(rows: list[tuple[float, float, str, str, bool, bool]]) -> Dataset:
     n = len(rows)
     readings = tuple(Reading("p", T0 + i * STEP, s, d, f"p-{i}") for i, (s, d, *_) in enumerate(rows))
     return Dataset(
-        x=np.zeros((n, 1)),
+        x=np.zeros((n, len(FEATURE_NAMES))),  # warmup 0: no history, so no context for the alerts
         y=np.array([r[4] for r in rows]),
         patient=np.zeros(n, dtype=np.int64),
         patient_ids=("p",),

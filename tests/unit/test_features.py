@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from bp.alerts import context_columns, context_of
 from bp.errors import ModelError, StateError
 from bp.features import (
     ARTIFACT_FORMAT,
@@ -323,3 +324,19 @@ def test_minutes_since_previous_reads_a_feature_row(gap: timedelta) -> None:
     assert minutes_since_previous(history.observe(reading("p", 120, 80))) is None
     row = np.asarray(history.observe(reading("p", 125, 80, NOON + gap)))
     assert minutes_since_previous(row) == pytest.approx(gap.total_seconds() / 60)
+
+
+def test_alert_context_is_the_usual_pressure_and_the_previous_reading() -> None:
+    """What the alert logic gets from the history (bp.alerts.context_columns): the expected pressure at this hour
+    (the reading minus its deviation) and the previous reading; no previous reading for a first one."""
+    history = PatientHistory()
+    values = [(130.0, 85.0, NOON), (128.0, 84.0, NOON + STEP), (96.0, 58.0, NOON + STEP + timedelta(minutes=1))]
+    rows = feature_matrix(history, [reading("p", s, d, at) for s, d, at in values])
+    first, second, third = (context_of(c) for c in context_columns(rows).tolist())
+    assert (first.usual_systolic, first.usual_diastolic) == (130.0, 85.0)
+    assert first.previous_systolic is None and first.previous_diastolic is None
+    assert (second.previous_systolic, second.previous_diastolic) == (130.0, 85.0)
+    assert (third.previous_systolic, third.previous_diastolic) == (128.0, 84.0)
+    named_third = named(tuple(rows[2]))
+    assert third.usual_systolic == pytest.approx(96.0 - named_third["systolic_dev"])
+    assert third.deviation(96.0, 58.0) < -50  # far below this patient's usual pressure

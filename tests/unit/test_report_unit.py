@@ -239,7 +239,7 @@ def test_the_report_leads_with_the_open_alerts_most_severe_and_oldest_first() ->
     def alert(pid: str, severity: str, opened: str) -> dict[str, object]:
         return {"alert_id": f"{pid}:hypertensive:o1", "patient_id": pid, "kind": "hypertensive", "status": "open",
                 "severity": severity, "opened_at": opened, "last_event_at": opened, "hits": 3,
-                "worst_systolic": 171.0, "worst_diastolic": 99.0}  # fmt: skip
+                "worst_systolic": 171.0, "worst_diastolic": 99.0, "reason": f"2 readings of {pid} flagged"}  # fmt: skip
 
     raw = [alert("pt-late", "high", "2026-03-01T10:00:00+00:00"), alert("pt-<b>", "high", "2026-03-01T08:00:00+00:00"),
            alert("pt-crit", "critical", "2026-03-01T11:00:00+00:00")]  # fmt: skip
@@ -250,18 +250,22 @@ def test_the_report_leads_with_the_open_alerts_most_severe_and_oldest_first() ->
     rows = re.findall(r'data-alert-id="([^"]+)"', page)
     assert rows == ["pt-crit:hypertensive:o1", "pt-&lt;b&gt;:hypertensive:o1", "pt-late:hypertensive:o1"]
     assert "<b>" not in page.split("<script")[0]  # escaped
+    assert "2 readings of pt-crit flagged" in _visible_text(page)  # why, for every open alert
     empty = render_html(_report())  # no alerts index yet
     assert "No alerts index yet" in empty
 
 
 def test_the_cli_explains_each_open_alert_in_one_line() -> None:
-    raw = [{"patient_id": f"pt-{i}", "kind": "hypotensive", "severity": "high", "opened_at": "2026-03-01T08:00:00Z",
-            "worst_systolic": 78.0, "worst_diastolic": 48.0, "hits": 2} for i in range(12)]  # fmt: skip
+    raw = [{"patient_id": f"pt-{i}", "kind": "hypotensive", "severity": "high", "status": "open",
+            "opened_at": "2026-03-01T08:00:00Z", "worst_systolic": 78.0, "worst_diastolic": 48.0, "hits": 2,
+            "reason": "2 of the last 3 readings flagged (model risk >= 0.5): 80/50, 78/48 mmHg"}
+           for i in range(12)]  # fmt: skip
     report = dataclasses.replace(_report(), alerts=AlertSummary(total=12, open=tuple(raw)))
     lines = alert_lines(report, limit=10)
     assert len(lines) == 11
     assert lines[0] == (
-        "open high hypotensive alert for pt-0 since 2026-03-01 08:00:00 UTC: worst 78/48 mmHg, 2 confirming readings"
+        "alert pt-0: high hypotensive alert, open, since 2026-03-01 08:00 UTC (2 readings, lowest 78/48 mmHg): "
+        "2 of the last 3 readings flagged (model risk >= 0.5): 80/50, 78/48 mmHg"
     )
     assert lines[-1] == "... and 2 more open alerts in the report"
     assert alert_lines(_report()) == []

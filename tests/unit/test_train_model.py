@@ -235,11 +235,15 @@ def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run
         slack = min((s["recall"][k] or 0.0) - g for s in per for k, g in goals.items())
         assert c["recall_slack"] == pytest.approx(slack)
         assert c["false_alerts_per_patient_week"] == pytest.approx(max(s["false_alerts_per_patient_week"] for s in per))
+        critical = min(1.0 if s["crisis_alerted_critical"] is None else s["crisis_alerted_critical"] for s in per)
+        assert c["crisis_alerted_critical"] == pytest.approx(critical)
         assert c["qualifies"] == (slack >= selection_module.RECALL_MARGIN and c["median_delay_readings"] <= 2)
+        assert c["critical_and_quiet"] == (critical >= 1.0 and c["false_alerts_per_patient_week"] <= 0.25)
     qualifying = [c for c in candidates if c["qualifies"]]
     assert selection["feasible"] == bool(qualifying)
     if qualifying:
-        assert chosen["false_alerts_per_patient_week"] == min(c["false_alerts_per_patient_week"] for c in qualifying)
+        pool = [c for c in qualifying if c["critical_and_quiet"]] or qualifying  # the crisis goal, where affordable
+        assert chosen["false_alerts_per_patient_week"] == min(c["false_alerts_per_patient_week"] for c in pool)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= 0.25]
         pool = quiet or candidates
