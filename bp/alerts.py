@@ -625,6 +625,8 @@ def _opening_reason(
         text = f"reading {values} mmHg flagged ({flagged})"
     elif remeasured:
         text = f"a reading flagged ({flagged}) and its re-measurement minutes apart agree: {values} mmHg"
+    elif len(confirming) == readings:
+        text = f"{readings} readings in a row flagged ({flagged}): {values} mmHg"
     else:
         text = f"{len(confirming)} of the last {readings} readings flagged ({flagged}): {values} mmHg"
     if len(confirming) > 1 and any(m.crisis for m in confirming) and not all(m.crisis for m in confirming):

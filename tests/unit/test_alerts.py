@@ -497,7 +497,7 @@ def test_a_re_measured_alert_and_an_escalated_one_say_so() -> None:
     escalated = events[-1][1]
     assert escalated.status is AlertStatus.ESCALATED
     assert escalated.reason.endswith("; critical from 2024-05-06 08:30 UTC: crisis-range reading 190/115 mmHg")
-    assert escalated.reason.startswith("2 of the last 2 readings flagged")
+    assert escalated.reason.startswith("2 readings in a row flagged (model risk >= 0.5): 160/100, 160/100 mmHg")
 
 
 def test_describe_is_one_line_with_who_what_since_when_how_bad_and_why() -> None:
@@ -505,6 +505,6 @@ def test_describe_is_one_line_with_who_what_since_when_how_bad_and_why() -> None
     line = describe(opened(events).to_dict())
     assert line == (
         "p1: high hypotensive alert, opened, since 2024-05-06 08:30 UTC (2 readings, lowest 78/46 mmHg): "
-        "2 of the last 2 readings flagged (model risk >= 0.5): 78/46, 84/52 mmHg"
+        "2 readings in a row flagged (model risk >= 0.5): 78/46, 84/52 mmHg"
     )
     assert "reason not recorded" in describe({**opened(events).to_dict(), "reason": ""})
