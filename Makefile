@@ -26,7 +26,7 @@ venv: $(STAMP)  ## create .venv and install pinned dependencies
 
 # Train if missing, or older than the code that defines its features, alerts or training (an artifact of an older
 # format is refused by the consumer): one held-out seed keeps it quick; `make train` runs the whole evaluation.
-$(MODEL): $(wildcard ml/*.py bp/features.py bp/alerts.py bp/cohort.py bp/physiology.py bp/profiles.py bp/truth.py) | $(STAMP)
+$(MODEL): $(wildcard ml/*.py bp/features.py bp/alerts/*.py bp/cohort.py bp/physiology.py bp/profiles.py bp/truth.py) | $(STAMP)
 	$(PY) -m ml.train_model --output $(MODEL) --eval-seeds 1
 
 train: $(STAMP)  ## (re)train the risk model and regenerate the committed model card
