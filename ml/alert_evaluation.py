@@ -28,20 +28,44 @@ from ml.selection import FALSE_ALERTS_GOAL, MEDIAN_DELAY_GOAL, RECALL_GOALS, SHA
 log = logging.getLogger("ml.alert_evaluation")
 
 HOME_DAYS_FACTOR = 4  # home readings are ~25x sparser: simulate 4x longer for enough episodes
-SEED_OFFSET = 1000  # held-out seeds are seed + 1000 + k: never a training seed
+HELD_OUT_OFFSET = 2000  # the held-out seeds are seed + 2000 + k by default: never a training seed (seed, seed + 1)
+# Seeds once held out (seed 42 + 1000 + k until 2026-12-02), then used for failure analysis: development seeds now.
+# Append to this when the held-out seeds rotate again; the card names them whenever they are not the ones evaluated.
+RETIRED_HELD_OUT_SEEDS: tuple[int, ...] = (1042, 1043, 1044)
 
 
 @dataclass(frozen=True, slots=True)
 class EvalPlan:
-    """How large the held-out evaluation is."""
+    """Which seeds the alert evaluation simulates, and how large it is."""
 
-    seed: int
+    seed: int  # the training seed (the training cohorts use seed and seed + 1)
     seeds: int = 3
     patients: int = 80
     days: float = 7.0
+    first_seed: int | None = None  # first evaluation seed; None: seed + HELD_OUT_OFFSET (the held-out seeds)
 
-    def held_out_seeds(self) -> list[int]:
-        return [self.seed + SEED_OFFSET + k for k in range(self.seeds)]
+    def evaluation_seeds(self) -> list[int]:
+        """The seeds evaluated (held out unless ``first_seed`` says otherwise, see :meth:`is_held_out`)."""
+        first = self.seed + HELD_OUT_OFFSET if self.first_seed is None else self.first_seed
+        return [first + k for k in range(self.seeds)]
+
+    def is_held_out(self) -> bool:
+        """The default seeds, none of them retired: seeds never used for any choice."""
+        default = [self.seed + HELD_OUT_OFFSET + k for k in range(self.seeds)]
+        return self.evaluation_seeds() == default and not set(default) & set(RETIRED_HELD_OUT_SEEDS)
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as the metrics JSON and the card state it."""
+        seeds = self.evaluation_seeds()
+        return {
+            "seeds": seeds,
+            "held_out": self.is_held_out(),
+            "default_seeds": [self.seed + HELD_OUT_OFFSET + k for k in range(self.seeds)],
+            "retired_seeds": list(RETIRED_HELD_OUT_SEEDS),
+            "retired_seeds_evaluated": sorted(set(seeds) & set(RETIRED_HELD_OUT_SEEDS)),
+            "patients": self.patients,
+            "days": self.days,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +133,7 @@ def evaluate_alerts(pipeline: Any, policy: AlertPolicy, plan: EvalPlan) -> dict[
         s.name: {name: [] for name in (policies if s.baselines else ["model"])} for s in SCENARIOS
     }
     readings: dict[str, int] = dict.fromkeys(pooled, 0)
-    for k, seed in enumerate(plan.held_out_seeds()):
+    for k, seed in enumerate(plan.evaluation_seeds()):
         for scenario in SCENARIOS:
             if scenario.first_seed_only and k > 0:
                 continue
@@ -141,7 +165,7 @@ def evaluate_alerts(pipeline: Any, policy: AlertPolicy, plan: EvalPlan) -> dict[
         for name in [s.name]
     }
     return {
-        "plan": {"seeds": plan.held_out_seeds(), "patients": plan.patients, "days": plan.days},
+        "plan": plan.describe(),
         "scenarios": scenarios,
         "goal": goal_check(scenarios),
     }

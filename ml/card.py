@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,13 @@ def _ci(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
     return f"{metric['value']:.{digits}f} [{metric['low']:.{digits}f}, {metric['high']:.{digits}f}]"
 
 
+def _seed_span(seeds: Sequence[int]) -> str:
+    """``1042-1044`` for consecutive seeds, else the list."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -46,6 +53,7 @@ def _environment() -> jinja2.Environment:
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
     env.filters["ci"] = _ci
+    env.filters["seeds"] = _seed_span
     return env
 
 
@@ -53,7 +61,9 @@ def goal_summary(alerts: Mapping[str, Any]) -> str:
     """One paragraph: is the goal met, and which checks fail (CLI output and model card)."""
     failed = unmet({k: v for k, v in alerts["goal"].items() if k != "met"})
     verdict = "MET" if alerts["goal"]["met"] else "NOT met"
-    lines = [f"Goal (issue 13, default profile mix, both schedules, held-out seeds): {verdict}."]
+    plan = alerts["plan"]
+    seeds = "held-out seeds" if plan["held_out"] else f"seeds {_seed_span(plan['seeds'])}, NOT held out"
+    lines = [f"Goal (issue 13, default profile mix, both schedules, {seeds}): {verdict}."]
     if failed:
         lines.append("Checks not met: " + "; ".join(failed) + ".")
     return " ".join(lines)

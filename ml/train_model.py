@@ -35,7 +35,7 @@ import sklearn
 from bp.cohort import Schedule
 from bp.errors import BpError, ConfigError
 from bp.features import ARTIFACT_FORMAT, FEATURE_NAMES
-from ml.alert_evaluation import EvalPlan, evaluate_alerts
+from ml.alert_evaluation import HELD_OUT_OFFSET, RETIRED_HELD_OUT_SEEDS, EvalPlan, evaluate_alerts
 from ml.artifact import check_writable, sidecar_paths, write_outputs
 from ml.card import goal_summary, model_card
 from ml.dataset import (
@@ -118,8 +118,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     reading_level["threshold"] = threshold
     reading_level["test_patients"] = int(splits["test"].size)
     eval_started = time.perf_counter()
+    log.info(
+        "alert evaluation on seeds %s (%s)", ", ".join(map(str, cfg.evaluation.evaluation_seeds())),
+        "held out" if cfg.evaluation.is_held_out() else "NOT held out: development seeds",
+    )  # fmt: skip
     alerts = evaluate_alerts(pipeline, policy, cfg.evaluation)
-    log.info("held-out alert evaluation in %.1f s; goal met: %s", time.perf_counter() - eval_started,
+    log.info("alert evaluation in %.1f s; goal met: %s", time.perf_counter() - eval_started,
              alerts["goal"]["met"])  # fmt: skip
     metrics = {"alerts": alerts, "readings": reading_level}
 
@@ -210,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval-minutes", type=int, default=15, help="minutes between readings (default 15)")
     parser.add_argument("--eval-seeds", type=int, default=3, help="held-out seeds of the alert evaluation (default 3)")
     parser.add_argument(
+        "--eval-first-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"first seed of the alert evaluation (default: --seed + {HELD_OUT_OFFSET}, the held-out seeds); "
+        f"e.g. {RETIRED_HELD_OUT_SEEDS[0]} runs the whole evaluation on development seeds; the card then says the "
+        "seeds were not held out. Must not include a training seed (--seed, --seed + 1)",
+    )
+    parser.add_argument(
         "--eval-patients", type=int, default=80, help="patients per held-out scenario and seed (default 80)"
     )
     parser.add_argument(
@@ -235,7 +248,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         patients=args.patients, days=args.days, seed=args.seed, interval_minutes=args.interval_minutes
     )
     home = Simulation(patients=args.patients, days=args.home_days, seed=args.seed + 1, schedule=Schedule.HOME)
-    plan = EvalPlan(seed=args.seed, seeds=args.eval_seeds, patients=args.eval_patients, days=args.eval_days)
+    plan = EvalPlan(
+        seed=args.seed,
+        seeds=args.eval_seeds,
+        patients=args.eval_patients,
+        days=args.eval_days,
+        first_seed=args.eval_first_seed,
+    )
     cfg = TrainConfig(ambulatory, home, plan, output=args.output, model_card=args.model_card)
     if ambulatory.patients < 3:
         raise ConfigError(f"--patients must be at least 3 (one patient per split), got {ambulatory.patients}")
@@ -247,9 +266,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"--home-days must be at least 1, got {home.days}")
     if plan.seeds < 1 or plan.patients < 1 or not (math.isfinite(plan.days) and plan.days >= 1):
         raise ConfigError("--eval-seeds and --eval-patients must be >= 1 and --eval-days >= 1")
+    _check_evaluation_seeds(plan, training=(ambulatory.seed, home.seed))
     if cfg.output.suffix != ".joblib":
         raise ConfigError(f"--output must end in .joblib, got {cfg.output}")
     return cfg
+
+
+def _check_evaluation_seeds(plan: EvalPlan, training: tuple[int, ...]) -> None:
+    """The evaluation never simulates a training seed."""
+    seeds = plan.evaluation_seeds()
+    clash = sorted(set(seeds) & set(training))
+    if clash:
+        raise ConfigError(
+            f"--eval-first-seed {seeds[0]} with --eval-seeds {plan.seeds} evaluates on seeds {seeds[0]}-{seeds[-1]}, "
+            f"which include the training seed(s) {', '.join(map(str, clash))} (--seed {plan.seed} trains on "
+            f"{training[0]} and {training[1]}); choose a first seed outside them "
+            f"(default {plan.seed + HELD_OUT_OFFSET})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from bp.clinical import Category, assess, categorize, is_actionable, prioritize
 from bp.errors import ModelError
 from bp.features import FEATURE_NAMES, check_artifact_metadata
 from bp.truth import EpisodeKind
-from ml import dataset, train_model
+from ml import alert_evaluation, dataset, train_model
 from ml import selection as selection_module
 
 TINY = ["--patients", "30", "--days", "2", "--home-days", "14", "--seed", "3", "--quiet"]
@@ -332,6 +332,69 @@ def test_bad_values_are_one_clear_line(argv: list[str], tmp_path: Path, capsys: 
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("train_model: error:")
+    assert not (tmp_path / "card.md").exists()
+
+
+def test_held_out_seeds_are_the_seed_plus_2000_and_not_the_retired_ones(tiny_run: Run) -> None:
+    assert alert_evaluation.EvalPlan(seed=42).evaluation_seeds() == [2042, 2043, 2044]  # TEAM.md, 2026-12-02
+    assert alert_evaluation.EvalPlan(seed=42).is_held_out()
+    assert set(alert_evaluation.RETIRED_HELD_OUT_SEEDS) >= {1042, 1043, 1044}  # used for failure analysis
+    plan = tiny_run.all_metrics["alerts"]["plan"]
+    assert plan["seeds"] == [2003]  # TINY: --seed 3 --eval-seeds 1
+    assert plan["held_out"] is True
+    assert plan["retired_seeds_evaluated"] == []
+    card = tiny_run.card.read_text()
+    assert "uses **held-out seeds** (2003)" in card
+    assert "Seeds 1042-1044 were held out earlier and are now development seeds" in card
+    assert "NOT held out" not in card
+
+
+def test_eval_first_seed_runs_the_evaluation_on_development_seeds_and_the_card_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = train(tmp_path, capsys, "--eval-first-seed", "1042", "--eval-seeds", "2")
+    assert run.code == 0
+    plan = run.all_metrics["alerts"]["plan"]
+    assert plan["seeds"] == [1042, 1043]
+    assert plan["held_out"] is False
+    assert plan["retired_seeds_evaluated"] == [1042, 1043]
+    card = run.card.read_text()
+    assert "held-out seeds" not in card.split("## Data")[0]  # the verdict does not claim held-out seeds
+    assert "seeds 1042-1043, NOT held out): " in card
+    assert "**The alert evaluation below is NOT held out**: it ran on seeds 1042, 1043" in card
+    assert "instead of the held-out seeds 2003, 2004" in card
+    assert "Seeds 1042, 1043 were held out earlier" in card
+    assert "## Alerts on development seeds (NOT held out)" in card
+    assert "NOT held out" in run.out  # the printed goal summary says it too
+
+
+def test_eval_first_seed_elsewhere_is_not_held_out_either(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = train_model.config_from_args(train_model.build_parser().parse_args([*TINY, "--eval-first-seed", "700"]))
+    assert cfg.evaluation.evaluation_seeds() == [700]
+    assert not cfg.evaluation.is_held_out()
+    default = train_model.config_from_args(train_model.build_parser().parse_args(TINY))
+    assert default.evaluation.is_held_out()
+
+
+@pytest.mark.parametrize(
+    ("argv", "clash"),
+    [
+        (["--eval-first-seed", "43", "--eval-seeds", "1"], "43"),  # the default --seed trains on 42 and 43
+        (["--eval-first-seed", "42"], "42, 43"),  # 42-44
+        (["--eval-first-seed", "41", "--eval-seeds", "2"], "42"),
+        (["--eval-first-seed", "40", "--eval-seeds", "5"], "42, 43"),
+        (["--seed", "7", "--eval-first-seed", "8"], "8"),  # the home cohort's seed, --seed + 1
+    ],
+)
+def test_eval_first_seed_on_a_training_seed_is_one_clear_line(
+    argv: list[str], clash: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train_model.main(["--quiet", "--model-card", str(tmp_path / "card.md"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("train_model: error: --eval-first-seed")
+    assert f"include the training seed(s) {clash} " in err
     assert not (tmp_path / "card.md").exists()
 
 
