@@ -57,6 +57,60 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+CANDIDATES_QUALIFYING = 12  # rows of the card's candidate table: up to this many qualifying candidates ...
+CANDIDATES_QUIETEST = 8  # ... and this many with the fewest false alerts (all of them are in the sidecar JSON)
+
+
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's table of candidate policies: a column for every policy parameter that varies among the candidates
+    (whatever stages added them), the out-of-fold numbers the rule used; the fewest false alerts first, the
+    qualifying ones and the quietest ones and the chosen one, each row once."""
+    candidates: list[Mapping[str, Any]] = selection["candidates"]
+    keys = list(dict.fromkeys(k for c in candidates for k in c["policy"]))
+    varying = [k for k in keys if len({repr(c["policy"].get(k)) for c in candidates}) > 1]
+    chosen = selection["chosen"]["policy"]
+    ranked = sorted(candidates, key=lambda c: (c["false_alerts_per_patient_week"], c.get("false_alerts_summed", 0.0)))
+    rows: list[list[str]] = []
+    qualifying = 0
+    for rank, c in enumerate(ranked):
+        qualifying += bool(c["qualifies"])
+        shown = (c["qualifies"] and qualifying <= CANDIDATES_QUALIFYING) or rank < CANDIDATES_QUIETEST
+        if not (shown or c["policy"] == chosen):
+            continue
+        row = [
+            *(_value(c["policy"].get(k)) for k in varying),
+            "**yes**" if c["policy"] == chosen else "",
+            "yes" if c["qualifies"] else "no",
+            _fmt(c["false_alerts_per_patient_week"]),
+            f"{c['recall_slack']:+.3f}",
+            _fmt(c["crisis_alerted_critical"]),
+            _fmt(c["median_delay_readings"], 1),
+        ]
+        if row not in rows:
+            rows.append(row)
+    header = [
+        *(f"`{k}`" for k in varying),
+        "chosen",
+        "qualifies",
+        "OOF false alerts /patient-week (worst schedule)",
+        "smallest recall slack",
+        "crisis alerted critical (worst schedule)",
+        "median delay (readings)",
+    ]
+    return {
+        "header": header,
+        "rows": rows,
+        "varying": varying,
+        "fixed": {k: _value(candidates[0]["policy"].get(k)) for k in keys if k not in varying} if candidates else {},
+        "qualifying": CANDIDATES_QUALIFYING,
+        "quietest": CANDIDATES_QUIETEST,
+    }
+
+
 def goal_summary(alerts: Mapping[str, Any]) -> str:
     """One paragraph: is the goal met, and which checks fail (CLI output and model card)."""
     failed = unmet({k: v for k, v in alerts["goal"].items() if k != "met"})
@@ -79,6 +133,7 @@ def model_card(metadata: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
             metadata=metadata,
             params=metadata["params"],
             selection=metadata["policy_selection"],
+            candidates=candidate_table(metadata["policy_selection"]),
             policy=policy,
             policy_doc=AlertPolicy.__doc__ or "",
             alerts=metrics["alerts"],

@@ -20,7 +20,7 @@ from bp.clinical import Category, assess, categorize, is_actionable, prioritize
 from bp.errors import ModelError
 from bp.features import FEATURE_NAMES, check_artifact_metadata
 from bp.truth import EpisodeKind
-from ml import alert_evaluation, dataset, train_model
+from ml import alert_evaluation, card, dataset, train_model
 from ml import selection as selection_module
 
 TINY = ["--patients", "30", "--days", "2", "--home-days", "14", "--seed", "3", "--quiet"]
@@ -273,6 +273,45 @@ def test_goal_check_is_computed_from_the_held_out_numbers(tiny_run: Run) -> None
         fa = scenario["policies"]["model"]["false_alerts_per_patient_week"]
         if fa["value"] is not None:
             assert fa["low"] <= fa["value"] <= fa["high"]
+
+
+def _candidate(false: float, qualifies: bool = True, **policy: Any) -> dict[str, Any]:
+    base = {"threshold": 0.5, "confirm_k": 2, "confirm_n": 3, "trigger": "model"}
+    return {
+        "policy": base | policy,
+        "qualifies": qualifies,
+        "false_alerts_per_patient_week": false,
+        "false_alerts_summed": false,
+        "recall_slack": 0.01,
+        "crisis_alerted_critical": 1.0,
+        "median_delay_readings": 2.0,
+    }
+
+
+def test_candidate_table_shows_every_varying_parameter_and_each_row_once() -> None:
+    candidates = [
+        _candidate(0.2, remeasure_agree_mmhg=0.0),
+        _candidate(0.2, remeasure_agree_mmhg=10.0),  # differs only in a parameter the old table omitted
+        _candidate(0.2, remeasure_agree_mmhg=10.0),  # the same policy again (a later stage re-running it)
+        _candidate(0.1, qualifies=False, remeasure_agree_mmhg=0.0, new_stage_param=3),  # a parameter added later
+    ]
+    selection = {"candidates": candidates, "chosen": candidates[1]}
+    table = card.candidate_table(selection)
+    assert table["varying"] == ["remeasure_agree_mmhg", "new_stage_param"]
+    assert table["header"][:3] == ["`remeasure_agree_mmhg`", "`new_stage_param`", "chosen"]
+    assert table["fixed"] == {"threshold": "0.5", "confirm_k": "2", "confirm_n": "3", "trigger": "model"}
+    assert [row[:3] for row in table["rows"]] == [["0", "3", ""], ["0", "None", ""], ["10", "None", "**yes**"]]
+    assert len(table["rows"]) == len({tuple(row) for row in table["rows"]})
+
+
+def test_the_cards_candidate_table_has_no_duplicate_rows(tiny_run: Run) -> None:
+    text = tiny_run.card.read_text()
+    table = text[text.index("Candidates (columns") : text.index("## Alerts on")]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    assert "`remeasure_agree_mmhg`" in header and "`crisis_confirm_risk`" in header
+    assert body and len(body) == len(set(body))
+    assert sum("**yes**" in row for row in body) == 1  # the chosen policy
 
 
 def test_tiny_model_beats_a_constant_predictor(tiny_run: Run) -> None:
