@@ -22,7 +22,7 @@ import numpy as np
 from bp.alerts import AlertPolicy
 from bp.cohort import REALISTIC_EPISODES_PER_MONTH, Schedule
 from ml.dataset import SIMULATION_START, Simulation, build_dataset
-from ml.episodes import PatientOutcome, patient_outcomes, rules_policies, run_alerts, summarise
+from ml.episodes import PatientOutcome, gaps_from_features, patient_outcomes, rules_policies, run_alerts, summarise
 from ml.selection import FALSE_ALERTS_GOAL, MEDIAN_DELAY_GOAL, RECALL_GOALS, SHARE_TRUE_GOAL
 
 log = logging.getLogger("ml.alert_evaluation")
@@ -142,6 +142,7 @@ def evaluate_alerts(pipeline: Any, policy: AlertPolicy, plan: EvalPlan) -> dict[
             data = build_dataset(sim)
             rows = np.arange(data.y.size)
             risk = _risk(pipeline, data.x)
+            gaps = gaps_from_features(data.x)  # the consumer's numbers, cold start included; once for every policy
             weeks = sim.days / 7.0
             reset_at = (
                 (SIMULATION_START.timestamp() + sim.history_reset_day * 86_400.0)
@@ -150,7 +151,7 @@ def evaluate_alerts(pipeline: Any, policy: AlertPolicy, plan: EvalPlan) -> dict[
             )
             for name in pooled[scenario.name]:
                 p = policies[name]
-                alerts = run_alerts(data, rows, risk, p, reset_at)
+                alerts = run_alerts(data, rows, risk, p, gaps, reset_at)
                 pooled[scenario.name][name] += patient_outcomes(data, rows, alerts, weeks)
             readings[scenario.name] += int(rows.size)
             log.info("evaluated %s in %.1f s", sim.label, time.perf_counter() - started)

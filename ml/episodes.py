@@ -29,6 +29,7 @@ from bp.alerts import (
     context_of,
     step,
 )
+from bp.features import minutes_since_previous
 from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray
 
@@ -73,24 +74,22 @@ def patient_rows(data: Dataset, rows: IntArray) -> dict[int, IntArray]:
     return {int(p): part for p, part in zip(patients.tolist(), np.split(order, starts[1:]), strict=True)}
 
 
-def minutes_since_previous(data: Dataset, rows: IntArray, reset_at: float | None = None) -> FloatArray:
-    """Per row of ``rows``: minutes since the same patient's previous row, NaN for a patient's first (and, with
-    ``reset_at``, first after the feature history was lost): what :func:`bp.features.minutes_since_previous` says
-    of the consumer's feature rows."""
-    gaps = np.full(rows.size, np.nan)
-    position = {int(r): i for i, r in enumerate(rows.tolist())}
-    for prow in patient_rows(data, rows).values():
-        t = data.time[prow]
-        gap = np.concatenate([[np.nan], np.diff(t) / 60.0])
-        if reset_at is not None:
-            gap[1:][(t[:-1] < reset_at) & (t[1:] >= reset_at)] = np.nan
-        gaps[[position[int(r)] for r in prow.tolist()]] = gap
+def gaps_from_features(x: FloatArray) -> FloatArray:
+    """Per feature row (:meth:`bp.features.PatientHistory.observe`): minutes since the patient's previous reading,
+    exactly as the consumer reads it (:func:`bp.features.minutes_since_previous`, row by row), NaN where that says
+    None: the patient's first reading in that history -- the first ever, the first after the history was evicted,
+    or the first after a cold start when the rows were built with one (``Simulation.history_reset_day``)."""
+    gaps = np.full(len(x), np.nan)
+    for i, row in enumerate(x):
+        gap = minutes_since_previous(row)
+        if gap is not None:
+            gaps[i] = gap
     return gaps
 
 
 def hit_mask(data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolicy, gaps: FloatArray) -> BoolArray:
-    """Which rows are hits under ``policy`` (vectorised :func:`bp.alerts.mark`; ``gaps`` from
-    :func:`minutes_since_previous`)."""
+    """Which rows are hits under ``policy`` (vectorised :func:`bp.alerts.mark`; ``gaps[i]``: minutes since the
+    previous reading of ``rows[i]``, from :func:`gaps_from_features`)."""
     if policy.trigger is Trigger.MODEL:
         threshold = np.full(rows.size, policy.threshold)
         if policy.dense_threshold is not None:
@@ -101,16 +100,23 @@ def hit_mask(data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolic
 
 
 def run_alerts(
-    data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolicy, reset_at: float | None = None
+    data: Dataset,
+    rows: IntArray,
+    risk: FloatArray,
+    policy: AlertPolicy,
+    gaps: FloatArray,
+    reset_at: float | None = None,
 ) -> dict[int, list[Opened]]:
-    """Alerts per patient from :func:`bp.alerts.step` over ``rows`` (``risk[i]`` belongs to ``rows[i]``).
+    """Alerts per patient from :func:`bp.alerts.step` over ``rows`` (``risk[i]`` and ``gaps[i]`` belong to
+    ``rows[i]``; ``gaps`` from :func:`gaps_from_features` of ``data.x[rows]``, computed once per set of rows and
+    shared by every policy run over them).
 
     A reading that is not a hit leaves an empty state empty (``step``'s first rule, unit-tested), so such readings
     are skipped without calling it. ``reset_at``: every patient's alert state is lost at that time (a restart
-    without the state store), to measure what a cold start costs.
+    without the state store), to measure what a cold start costs; the feature history's loss at that time is in the
+    rows themselves (their risks and gaps), built with ``Simulation.history_reset_day``.
     """
     position = {int(r): i for i, r in enumerate(rows.tolist())}
-    gaps = minutes_since_previous(data, rows, reset_at)
     hits = hit_mask(data, rows, risk, policy, gaps)
     model = policy.trigger is Trigger.MODEL  # the rule baselines run without the patient's history, as --rules-only
     contexts = context_columns(data.x[rows]) if model else None
@@ -274,7 +280,7 @@ def evaluate_policy(
     reset_at: float | None = None,
 ) -> dict[str, Any]:
     """Run and score ``policy`` on ``rows``; the bootstrapped summary."""
-    alerts = run_alerts(data, rows, risk, policy, reset_at)
+    alerts = run_alerts(data, rows, risk, policy, gaps_from_features(data.x[rows]), reset_at)
     return summarise(patient_outcomes(data, rows, alerts, weeks), seed=seed)
 
 

@@ -26,7 +26,7 @@ from bp.alerts import AlertPolicy
 from bp.errors import ModelError
 from bp.truth import EpisodeKind
 from ml.dataset import BoolArray, Dataset, FloatArray, IntArray, fold_of_rows
-from ml.episodes import WEEK_S, minutes_since_previous, patient_outcomes, run_alerts, summarise
+from ml.episodes import WEEK_S, gaps_from_features, patient_outcomes, run_alerts, summarise
 
 log = logging.getLogger("ml.selection")
 
@@ -123,7 +123,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     ]
     # A schedule without re-measurements (no reading within remeasure_minutes of the previous one, e.g. every
     # 15 min) gives the same alerts whatever the agreement: those runs are done once.
-    gaps = {name: minutes_since_previous(data, srows) for name, srows in by_schedule.items()}
+    gaps = {name: gaps_from_features(data.x[srows]) for name, srows in by_schedule.items()}
     done: dict[tuple[str, str], dict[str, Any]] = {}
 
     def evaluate(policy: AlertPolicy) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
                 effective = replace(policy, remeasure_agree_mmhg=0.0)
             key = (name, json.dumps(effective.to_dict(), sort_keys=True))
             if key not in done:
-                alerts = run_alerts(data, srows, schedule_risk[name], effective)
+                alerts = run_alerts(data, srows, schedule_risk[name], effective, gaps[name])
                 done[key] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
             per[name] = done[key]
         slack = min(

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from bp.alerts import AlertKind, AlertPolicy, Trigger
-from bp.features import FEATURE_NAMES
+from bp.features import FEATURE_NAMES, PatientHistory, feature_matrix
 from bp.reading import Reading
-from ml.dataset import Dataset
+from ml.dataset import SIMULATION_START, Dataset, FloatArray, Simulation, build_dataset
 from ml.episodes import (
     Opened,
+    gaps_from_features,
     hit_mask,
-    minutes_since_previous,
     patient_outcomes,
     rules_policies,
     run_alerts,
@@ -49,6 +49,11 @@ def dataset(rows: list[tuple[float, float, str, str, bool, bool]]) -> Dataset:
         stage2_plus=np.zeros(n, dtype=bool),
         crisis=np.array([r[0] > 180 or r[1] > 120 for r in rows]),
     )
+
+
+def every_15_minutes(n: int) -> FloatArray:
+    """The gaps of one patient's stream of ``n`` readings 15 min apart (none before the first)."""
+    return np.array([np.nan] + [15.0] * (n - 1))
 
 
 NORMAL = (118.0, 76.0, "", "", False, False)
@@ -109,7 +114,7 @@ def test_run_alerts_uses_the_alert_logic() -> None:
     data = dataset(STREAM)
     risk = np.array([0.9 if row[2] else 0.01 for row in STREAM])  # the model sees every episode reading
     policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=2, resolve_readings=2, resolve_minutes=15)
-    alerts = run_alerts(data, np.arange(len(STREAM)), risk, policy)
+    alerts = run_alerts(data, np.arange(len(STREAM)), risk, policy, every_15_minutes(len(STREAM)))
     opened = [(a.kind, a.row) for a in alerts[0]]
     assert opened == [(AlertKind.HYPERTENSIVE, 3), (AlertKind.HYPOTENSIVE, 11)]  # the artefact opens nothing
     # The crisis-range artefact (row 8) is a hit that keeps the open alert alive; two quiet readings later it
@@ -127,23 +132,51 @@ def test_rule_baselines_resolve_like_the_policy_and_confirm_crises_by_rules() ->
         assert baseline.crisis_confirm_risk is None
 
 
-def test_minutes_since_previous_per_patient_and_after_a_reset() -> None:
-    data = dataset([NORMAL] * 4)  # one reading every 15 min
-    gaps = minutes_since_previous(data, np.arange(4))
-    assert np.isnan(gaps[0]) and gaps[1:].tolist() == [15.0, 15.0, 15.0]
-    reset = minutes_since_previous(data, np.arange(4), reset_at=float(data.time[2]))
-    assert np.isnan(reset[[0, 2]]).all() and reset[[1, 3]].tolist() == [15.0, 15.0]  # history lost at row 2
+def test_gaps_are_the_consumers_minutes_since_previous_of_each_feature_row() -> None:
+    readings = [  # two patients interleaved, as in a stream: p every 15 min, q a home pair a minute apart
+        Reading("p", T0, 120, 80),
+        Reading("q", T0, 130, 85),
+        Reading("q", T0 + timedelta(minutes=1), 128, 84),
+        Reading("p", T0 + STEP, 122, 81),
+        Reading("p", T0 + 2 * STEP, 119, 79),
+        Reading("q", T0 + timedelta(hours=12), 131, 86),
+    ]
+    gaps = gaps_from_features(feature_matrix(PatientHistory(), readings))
+    assert np.isnan(gaps[[0, 1]]).all()  # each patient's first reading
+    assert gaps[[2, 3, 4, 5]] == pytest.approx([1.0, 15.0, 15.0, 719.0])
+    assert gaps_from_features(np.zeros((3, len(FEATURE_NAMES)))).tolist() == pytest.approx([np.nan] * 3, nan_ok=True)
+
+
+def test_a_cold_start_scenarios_gaps_restart_at_the_reset_like_its_feature_rows() -> None:
+    sim = Simulation(patients=3, days=1.0, seed=5, history_reset_day=0.5)
+    data = build_dataset(sim)
+    gaps = gaps_from_features(data.x)
+    reset_at = SIMULATION_START.timestamp() + 0.5 * 86_400.0
+    expected = np.full(data.y.size, np.nan)  # recomputed from the simulated times, independently of the features
+    for patient in np.unique(data.patient).tolist():
+        rows = np.flatnonzero(data.patient == patient)
+        t = data.time[rows]
+        gap = np.concatenate([[np.nan], np.diff(t) / 60.0])
+        gap[1:][(t[:-1] < reset_at) & (t[1:] >= reset_at)] = np.nan  # the history was lost at the reset
+        expected[rows] = gap
+    assert np.isnan(gaps).sum() == 2 * sim.patients  # the first reading, and the first after the reset
+    assert np.array_equal(np.isnan(gaps), np.isnan(expected))
+    assert gaps[~np.isnan(gaps)] == pytest.approx(expected[~np.isnan(expected)])
 
 
 def test_a_dense_threshold_applies_to_the_15_minute_stream() -> None:
     data = dataset(STREAM)
     rows = np.arange(len(STREAM))
+    gaps = every_15_minutes(len(STREAM))
     risk = np.array([0.6 if row[2] else 0.01 for row in STREAM])
     policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=2, resolve_readings=2, resolve_minutes=15)
-    assert [a.row for a in run_alerts(data, rows, risk, policy)[0]] == [3, 11]
+    assert [a.row for a in run_alerts(data, rows, risk, policy, gaps)[0]] == [3, 11]
     dense = AlertPolicy.from_dict(policy.to_dict() | {"dense_threshold": 0.7})
-    assert hit_mask(data, rows, risk, dense, minutes_since_previous(data, rows)).tolist() == data.crisis.tolist()
-    assert run_alerts(data, rows, risk, dense)[0] == []  # the artefact alone (a weak hit) opens nothing either
+    assert hit_mask(data, rows, risk, dense, gaps).tolist() == data.crisis.tolist()
+    assert run_alerts(data, rows, risk, dense, gaps)[0] == []  # the artefact alone (a weak hit) opens nothing either
+    # The gaps given are the ones used: without them (no previous reading known) no reading is at a dense cadence.
+    unknown = np.full(len(STREAM), np.nan)
+    assert [a.row for a in run_alerts(data, rows, risk, dense, unknown)[0]] == [3, 11]
 
 
 def test_an_episode_inside_an_alert_opened_earlier_is_caught_by_an_open_alert() -> None:
