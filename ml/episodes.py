@@ -46,7 +46,8 @@ DEFINITIONS = """\
   episodes whose alert opened before the episode's first reading (a recurrence while the alert of an earlier
   problem is still open: no new alert is raised for it, only an escalation if it reaches crisis range).
 - An episode with a measured crisis-range reading (> 180 or > 120 mmHg) is *alerted as critical* when a matching
-  alert is critical at one of its readings.
+  alert is critical at one of its readings (*at its first crisis-range reading* when already then: what an episode
+  whose later readings are missing, or whose only crisis-range reading that one is, gets).
 - *Artefact alerts*: alerts opened by a cuff-artefact reading.
 """
 KINDS = tuple(kind.value for kind in EpisodeKind)
@@ -158,6 +159,7 @@ class PatientOutcome:
     caught_open: int = 0  # caught episodes whose alert opened before the episode's first reading
     crisis_range_episodes: int = 0
     crisis_critical: int = 0
+    crisis_critical_at_first: int = 0  # ... critical already at the episode's first crisis-range reading
     delays_readings: list[float] = field(default_factory=list)
     delays_minutes: list[float] = field(default_factory=list)
     alerts: int = 0
@@ -208,6 +210,10 @@ def patient_outcomes(
             o.delays_minutes.append(max(float(data.time[prow[opened]] - data.time[start_row]), 0.0) / 60.0)
             if crisis_range and any(a.critical_row is not None and pos[a.critical_row] <= last for a in live):
                 o.crisis_critical += 1
+                first_crisis = pos[int(members[data.crisis[members]][0])]
+                o.crisis_critical_at_first += any(
+                    a.critical_row is not None and pos[a.critical_row] <= first_crisis for a in live
+                )
         out.append(o)
     return out
 
@@ -244,6 +250,9 @@ def summarise(outcomes: Sequence[PatientOutcome], seed: int = 0, resamples: int 
             col(lambda o: o.caught_open), col(lambda o: sum(o.caught.values()))
         ),
         "crisis_alerted_critical": stat(col(lambda o: o.crisis_critical), col(lambda o: o.crisis_range_episodes)),
+        "crisis_critical_at_first": stat(
+            col(lambda o: o.crisis_critical_at_first), col(lambda o: o.crisis_range_episodes)
+        ),
         "false_alerts_per_patient_week": stat(alerts - true, weeks),
         "alerts_per_patient_week": stat(alerts, weeks),
         "share_true": stat(true, alerts),

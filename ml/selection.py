@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +47,12 @@ CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation 
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
 REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
 CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
+# Third stage: a crisis-range reading whose previous reading agrees within crisis_agree_mmhg and that is at least
+# crisis_rise_mmhg above the patient's usual pressure confirms itself. Every agreement stays >= 15 mmHg below the
+# smallest cuff-artefact jump (+40 mmHg systolic, bp.physiology), so an artefact never agrees with the reading before.
+CRISIS_AGREE_MMHG = (10.0, 15.0, 20.0, 25.0)
+CRISIS_RISE_MMHG = (20.0, 25.0, 30.0)
+CRISIS_FALSE_ALERT_ALLOWANCE = 0.01  # false alert episodes per patient-week the third stage may add, per schedule
 POLICY_RULE = (
     "on the out-of-fold risks of the development patients, every combination of a risk threshold "
     f"({', '.join(f'{t:g}' for t in THRESHOLDS)}), a confirmation k of n "
@@ -69,7 +75,19 @@ POLICY_RULE = (
     "the one with the fewest false alerts. The run then says the goals were not met out of fold. When one "
     "qualified, a second stage runs the chosen policy with a threshold for readings at a dense cadence "
     f"(dense_threshold) of its threshold + {', + '.join(f'{d:g}' for d in DENSE_STEPS)} the same way and "
-    "picks among them and the first choice by the same rule (ties: the lower dense threshold, none first)"
+    "picks among them and the first choice by the same rule (ties: the lower dense threshold, none first). "
+    "A third stage runs that choice with a crisis-range reading confirmed by the patient's previous reading when "
+    "the two agree within crisis_agree_mmhg "
+    f"({', '.join(f'{a:g}' for a in CRISIS_AGREE_MMHG)} mmHg) and the reading is a re-measurement or at least "
+    f"crisis_rise_mmhg ({', '.join(f'{r:g}' for r in CRISIS_RISE_MMHG)} mmHg) above the patient's usual pressure; "
+    "among those that "
+    "still qualify (and meet the crisis goal if the choice did), stay within the false-alert goal and add at most "
+    f"{CRISIS_FALSE_ALERT_ALLOWANCE:g} false alert episodes per patient-week on any schedule, the one that alerts "
+    "the largest share of crisis-range episodes as critical already at their first crisis-range reading (worst "
+    "schedule; ties: the fewest false alerts, then the smaller agreement, then the larger rise) replaces the choice "
+    "if that share is larger. Out of fold nearly every crisis-range episode is alerted as critical sooner or later, "
+    "so that share cannot tell the candidates apart; the share already at the first crisis-range reading is what an "
+    "episode gets whose later readings are missing or whose only crisis-range reading that one is"
 )
 
 
@@ -144,12 +162,17 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             1.0 if s["crisis_alerted_critical"]["value"] is None else s["crisis_alerted_critical"]["value"]
             for s in per.values()
         )
+        at_first = min(
+            1.0 if s["crisis_critical_at_first"]["value"] is None else s["crisis_critical_at_first"]["value"]
+            for s in per.values()
+        )
         delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
         false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
         return {
             "policy": policy.to_dict(),
             "recall_slack": slack,
             "crisis_alerted_critical": critical,
+            "crisis_critical_at_first": at_first,
             "median_delay_readings": delay,
             "false_alerts_per_patient_week": false,
             "false_alerts_summed": sum(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values()),
@@ -159,6 +182,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
                 name: {
                     "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
                     "crisis_alerted_critical": s["crisis_alerted_critical"]["value"],
+                    "crisis_critical_at_first": s["crisis_critical_at_first"]["value"],
                     "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
                     "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
                     "median_delay_readings": s["median_delay_readings"]["value"],
@@ -185,6 +209,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         ]
         candidates += dense
         best = min([best, *filter(eligible, dense)], key=_preference)
+        chosen = AlertPolicy.from_dict(best["policy"])
+        crisis = [
+            evaluate(replace(chosen, crisis_agree_mmhg=agree, crisis_rise_mmhg=rise))
+            for agree in CRISIS_AGREE_MMHG
+            for rise in CRISIS_RISE_MMHG
+        ]
+        candidates += crisis
+        best = _crisis_stage(best, crisis, eligible)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -193,6 +225,36 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             best = min(candidates, key=lambda c: c["false_alerts_per_patient_week"])
         log.warning("no alert policy meets the recall goals out of fold; using the rule's fallback")
     return {"rule": POLICY_RULE, "feasible": bool(qualifying), "chosen": best, "candidates": candidates}
+
+
+def _crisis_stage(
+    best: dict[str, Any], candidates: Sequence[dict[str, Any]], eligible: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The third stage of :data:`POLICY_RULE`: ``best`` or the crisis-agreement candidate that replaces it."""
+
+    def affordable(c: dict[str, Any]) -> bool:
+        return c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL and all(
+            s["false_alerts_per_patient_week"] <= best["by_schedule"][name]["false_alerts_per_patient_week"]
+            + CRISIS_FALSE_ALERT_ALLOWANCE
+            for name, s in c["by_schedule"].items()
+        )
+
+    pool = [c for c in candidates if eligible(c) and affordable(c)]
+    if best["critical_and_quiet"]:
+        pool = [c for c in pool if c["critical_and_quiet"]]
+    if not pool:
+        return best
+    top = min(
+        pool,
+        key=lambda c: (
+            -c["crisis_critical_at_first"],
+            c["false_alerts_per_patient_week"],
+            round(c["false_alerts_summed"], 9),
+            c["policy"]["crisis_agree_mmhg"],
+            -c["policy"]["crisis_rise_mmhg"],
+        ),
+    )
+    return top if top["crisis_critical_at_first"] > best["crisis_critical_at_first"] else best
 
 
 def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, float, float]:

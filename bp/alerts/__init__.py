@@ -17,15 +17,19 @@ are the two alert kinds.
 
 - **Open** an alert of a kind when at least ``confirm_k`` of the patient's last ``confirm_n`` readings (this one
   included, none older than ``confirm_within_minutes``) are hits of that kind and this reading is one of them; a
-  crisis-range reading whose model risk is >= ``crisis_confirm_risk`` opens at once (the model confirms it). A
+  crisis-range reading whose model risk is >= ``crisis_confirm_risk`` opens at once (the model confirms it), and so
+  does one the patient's previous reading agrees with (``crisis_agree_mmhg``; a re-measurement, or a reading
+  ``crisis_rise_mmhg`` above the usual pressure: the trend confirms it, whatever the risk). A
   lone reading never opens an alert otherwise when ``confirm_k`` >= 2: cuff artefacts are single readings. A
   crisis-range reading whose risk is below ``threshold`` (the model calls it an artefact) is a *weak* hit: it
-  confirms only together with another crisis-range reading, never with a hit of the model alone.
+  confirms only together with another crisis-range reading (or an agreeing previous one), never with a hit of the
+  model alone.
 - **Re-measurement** (home pairs, ``remeasure_*``): a reading taken minutes after the previous one re-measures it;
   when one of the two is a hit and their values agree, the other counts as a hit of the same kind (and a weak
   crisis-range hit is no longer weak): a cuff artefact does not repeat itself a minute later.
 - **Severity**: an alert opens critical when its opening hit is in crisis range and confirmed (a second
-  crisis-range reading among the recent ones, or risk >= threshold; with ``confirm_k`` = 1 no confirmation) or
+  crisis-range reading among the recent ones, risk >= ``crisis_confirm_risk`` or an agreeing previous reading; with
+  ``confirm_k`` = 1 no confirmation) or
   when one of the hits that confirm it is in crisis range, or when a (not weak) crisis-range hit of its kind came
   within the last ``resolve_readings`` readings (the same problem, before it was confirmed), else high; an open
   (so already confirmed) alert

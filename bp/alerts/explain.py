@@ -35,12 +35,27 @@ def opening_reason(
     context: Context | None,
     remeasured: bool,
     crisis_before: list[Mark],
+    agreeing: Mark | None = None,
 ) -> str:
-    """Why an alert opens (and, if so, why critical), in one short sentence with the readings' values."""
+    """Why an alert opens (and, if so, why critical), in one short sentence with the readings' values
+    (``agreeing``: the previous reading, when its agreement confirmed a lone crisis-range reading)."""
     values = ", ".join(mmhg(m) for m in confirming if not math.isnan(m.systolic)) or mmhg(now)
     flagged = f"model risk >= {policy.threshold:g}" if policy.trigger is Trigger.MODEL else "beyond the seed rules"
     crisis = f"crisis range (> {CRISIS_SYSTOLIC_ABOVE:g}/{CRISIS_DIASTOLIC_ABOVE:g} mmHg)"
-    if now.crisis and len(confirming) == 1 and risk is not None and policy.confirm_k > 1:
+    if agreeing is not None:
+        apart, agree = _minutes(now.t - agreeing.t), f"agreeing within {policy.crisis_agree_mmhg:g} mmHg"
+        if now.t - agreeing.t <= policy.remeasure_minutes * 60.0:
+            text = f"{crisis} reading {values} mmHg re-measured {apart} before at {mmhg(agreeing)} mmHg, {agree}"
+        else:
+            above = ""
+            if context is not None:
+                s, d = now.systolic - context.usual_systolic, now.diastolic - context.usual_diastolic
+                rise = f"systolic {s:.0f}" if s >= d else f"diastolic {d:.0f}"
+                above = f", {rise} mmHg above this patient's usual "
+                above += f"{context.usual_systolic:.0f}/{context.usual_diastolic:.0f}"
+            text = f"{crisis} reading {values} mmHg{above}; the reading {apart} before, {mmhg(agreeing)} mmHg, {agree}"
+        text += " (a cuff artefact would stand apart)"
+    elif now.crisis and len(confirming) == 1 and risk is not None and policy.confirm_k > 1:
         text = f"{crisis} reading {values} mmHg with model risk {risk:.2f} (>= {policy.crisis_risk:g})"
     elif now.crisis and confirming and all(m.crisis for m in confirming) and policy.confirm_k > 1:
         text = f"{len(confirming)} {crisis} readings: {values} mmHg"
@@ -67,6 +82,11 @@ def opening_reason(
         m = crisis_before[-1]
         text += f"; critical: {crisis} reading {mmhg(m)} mmHg at {when(m.t)}, before it was confirmed"
     return text
+
+
+def _minutes(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60.0:.0f} h"
 
 
 def describe(alert: Mapping[str, Any]) -> str:

@@ -104,6 +104,30 @@ def _remeasured(
     return recent, now
 
 
+def _agreeing_previous(
+    now: Mark, minutes_since_previous: float | None, context: Context | None, policy: AlertPolicy
+) -> Mark | None:
+    """The patient's previous reading when it confirms ``now``, a crisis-range reading, by agreeing with it (see
+    ``crisis_agree_mmhg`` and ``crisis_rise_mmhg`` in :class:`AlertPolicy`); None otherwise."""
+    if (
+        policy.crisis_agree_mmhg <= 0
+        or not now.crisis
+        or minutes_since_previous is None
+        or minutes_since_previous > policy.confirm_within_minutes
+        or context is None
+        or context.previous_systolic is None
+        or context.previous_diastolic is None
+    ):
+        return None
+    ps, pd = context.previous_systolic, context.previous_diastolic
+    if not _agree(ps, pd, now.systolic, now.diastolic, policy.crisis_agree_mmhg):
+        return None
+    rise = max(now.systolic - context.usual_systolic, now.diastolic - context.usual_diastolic)
+    if minutes_since_previous > policy.remeasure_minutes and rise < policy.crisis_rise_mmhg:
+        return None  # not a re-measurement, and no change from the patient's usual pressure
+    return Mark(now.t - minutes_since_previous * 60.0, None, _is_crisis(ps, pd), False, ps, pd)
+
+
 def step(
     state: AlertState,
     reading: Reading,
@@ -120,14 +144,19 @@ def step(
     recent, now = _remeasured(state.recent, now, minutes_since_previous, context, policy)
     remeasured = now is not hit_alone or recent is not state.recent
     state = AlertState(recent, state.open)
-    window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
     risk_confirms = (
         policy.trigger is Trigger.MODEL and not now.weak and risk is not None and risk >= policy.crisis_risk
     )
+    agreeing = _agreeing_previous(now, minutes_since_previous, context, policy)
+    if agreeing is not None:
+        now = replace(now, weak=False)  # the trend confirms it: no artefact, whatever the model scored
+    window = [m for m in state.recent if now.t - m.t <= policy.confirm_within_minutes * 60.0] + [now]
+    crisis_marks = [m for m in window[-policy.confirm_n :] if m.crisis]
     confirmed_crisis = now.crisis and (
         policy.confirm_k == 1  # a policy that confirms nothing does not confirm a crisis either
         or risk_confirms
-        or sum(m.crisis for m in window[-policy.confirm_n :]) >= 2
+        or agreeing is not None
+        or len(crisis_marks) >= 2
     )
     events: list[AlertEvent] = []
     still_open: list[OpenAlert] = []
@@ -174,12 +203,13 @@ def step(
         before = [m for m in window[:-1] if m.crisis and not m.weak and m.kind is now.kind]
         if hits >= policy.confirm_k or confirmed_crisis:
             if confirmed_crisis and not crisis_confirms:
-                confirming = [m for m in window[-policy.confirm_n :] if m.crisis] if not risk_confirms else [now]
+                confirming = crisis_marks if len(crisis_marks) >= 2 and not risk_confirms else [now]
             low = now.kind is AlertKind.HYPOTENSIVE
             known = [m for m in confirming if not math.isnan(m.systolic)] or [now]
             reason = explain.opening_reason(
-                policy, now, confirming, len(window[-policy.confirm_n :]), risk, context, remeasured, before
-            )
+                policy, now, confirming, len(window[-policy.confirm_n :]), risk, context, remeasured, before,
+                agreeing if confirming == [now] and not risk_confirms else None,
+            )  # fmt: skip
             opened = OpenAlert(
                 alert_id=f"{reading.patient_id}:{now.kind.value}:{reading.observation_id}",
                 kind=now.kind,

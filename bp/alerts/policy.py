@@ -79,7 +79,16 @@ class AlertPolicy:
         Model risk at or above which a crisis-range reading confirms itself: the alert opens at once, critical.
         ``None``: ``threshold``. Cuff artefacts in crisis range can score a middling risk, so a higher value
         asks a lone crisis-range reading for more than a hit (below it, it needs a second hit like any other).
-        A weak hit (below the reading's threshold) never confirms itself.
+        A weak hit (below the reading's threshold) never confirms itself by its risk (but see the agreement below).
+    crisis_agree_mmhg, crisis_rise_mmhg
+        A crisis-range reading confirms itself whatever its risk (the alert opens at once, critical) when the
+        patient's previous reading, at most ``confirm_within_minutes`` before it, agrees with it within
+        ``crisis_agree_mmhg``, systolic and diastolic, and either re-measured it (at most ``remeasure_minutes``
+        before: a home pair) or the reading is at least ``crisis_rise_mmhg`` above the patient's usual pressure
+        (systolic or diastolic). A cuff artefact jumps 40-90 mmHg systolic above the patient's pressure for one
+        reading, so it does not agree with the reading before; the rise keeps a patient whose usual pressure is
+        near 180, read every 15 minutes, from a critical alert at every pair of agreeing readings: the trend must
+        be a change. 0 mmHg agreement: off.
     """
 
     threshold: float = 0.5
@@ -95,6 +104,8 @@ class AlertPolicy:
     trigger: Trigger = Trigger.MODEL
     crisis_confirm_risk: float | None = None
     dense_threshold: float | None = None
+    crisis_agree_mmhg: float = 0.0
+    crisis_rise_mmhg: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.confirm_n:
@@ -108,6 +119,10 @@ class AlertPolicy:
             raise ValueError(f"crisis_confirm_risk must be in [threshold, 1] or None, got {c}")
         if not (self.remeasure_minutes >= 0 and self.remeasure_agree_mmhg >= 0):
             raise ValueError("remeasure_minutes and remeasure_agree_mmhg must be >= 0")
+        if not (math.isfinite(self.crisis_agree_mmhg) and self.crisis_agree_mmhg >= 0):
+            raise ValueError(f"crisis_agree_mmhg must be a number >= 0, got {self.crisis_agree_mmhg}")
+        if not (math.isfinite(self.crisis_rise_mmhg) and self.crisis_rise_mmhg >= 0):
+            raise ValueError(f"crisis_rise_mmhg must be a number >= 0, got {self.crisis_rise_mmhg}")
         t = self.dense_threshold
         if t is not None and not (math.isfinite(t) and 0.0 < t <= 1.0):
             raise ValueError(f"dense_threshold must be in (0, 1] or None, got {t}")
@@ -142,6 +157,8 @@ class AlertPolicy:
             "trigger": self.trigger.value,
             "crisis_confirm_risk": self.crisis_confirm_risk,
             "dense_threshold": self.dense_threshold,
+            "crisis_agree_mmhg": self.crisis_agree_mmhg,
+            "crisis_rise_mmhg": self.crisis_rise_mmhg,
         }
 
     @classmethod
@@ -150,7 +167,7 @@ class AlertPolicy:
 
         A policy stored before ``crisis_confirm_risk`` or ``dense_threshold`` existed reads them as ``None`` (the
         threshold, as it behaved); one stored before the re-measurement parameters existed gets them off (its
-        behaviour then).
+        behaviour then), and one stored before the crisis agreement existed gets it off.
         """
         crisis = data.get("crisis_confirm_risk")
         dense = data.get("dense_threshold")
@@ -168,6 +185,8 @@ class AlertPolicy:
             trigger=Trigger(data["trigger"]),
             crisis_confirm_risk=None if crisis is None else float(crisis),
             dense_threshold=None if dense is None else float(dense),
+            crisis_agree_mmhg=float(data.get("crisis_agree_mmhg", 0.0)),
+            crisis_rise_mmhg=float(data.get("crisis_rise_mmhg", 0.0)),
         )
 
 

@@ -508,3 +508,122 @@ def test_describe_is_one_line_with_who_what_since_when_how_bad_and_why() -> None
         "2 readings in a row flagged (model risk >= 0.5): 78/46, 84/52 mmHg"
     )
     assert "reason not recorded" in describe({**opened(events).to_dict(), "reason": ""})
+
+
+# --- a crisis-range reading its previous reading agrees with (the trend confirms it) -----------------------------
+CRISIS_POLICY = replace(POLICY, crisis_confirm_risk=0.9)
+AGREE = replace(CRISIS_POLICY, crisis_agree_mmhg=10.0)
+HIGH_USUAL = (165.0, 80.0)
+
+
+def test_a_crisis_range_reading_its_previous_reading_agrees_with_opens_critical() -> None:
+    """A sharp rise hovering at 180: 185/76 scored just below the threshold (a weak hit) next to 179/84 (a hit)
+    was never confirmed; the reading before it, 180/78, says the pressure really is there."""
+    values = [(176.0, 74.0, 0.3), (180.0, 78.0, 0.4), (185.0, 76.0, 0.49), (179.0, 84.0, 0.56), (176.0, 80.0, 0.4)]
+    _, events = run(values, policy=CRISIS_POLICY, usual=HIGH_USUAL)
+    assert events == []
+    _, events = run(values, policy=AGREE, usual=HIGH_USUAL)
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]
+
+
+def test_the_trend_confirms_a_crisis_whatever_the_model_scored() -> None:
+    """The model does not see a rise (risk 0.1) to 186/84; the reading before, 177/80, agrees within 10 mmHg."""
+    values = [(150.0, 75.0, 0.0), (177.0, 80.0, 0.1), (186.0, 84.0, 0.1), (172.0, 80.0, 0.1)]
+    _, events = run(values, policy=AGREE, usual=HIGH_USUAL)
+    assert statuses(events) == [(2, "hypertensive", "opened", "critical")]
+    _, events = run(values, policy=CRISIS_POLICY, usual=HIGH_USUAL)
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    ("previous", "opens"),
+    [
+        ((175.0, 76.0), True),  # 10/0 mmHg apart: agrees
+        ((174.0, 76.0), False),  # 11 mmHg systolic
+        ((180.0, 87.0), False),  # 11 mmHg diastolic
+        ((130.0, 70.0), False),  # a cuff artefact: +55 mmHg above the pressure for one reading
+    ],
+)
+def test_the_previous_reading_agrees_on_both_values_or_confirms_nothing(
+    previous: tuple[float, float], opens: bool
+) -> None:
+    _, events = run([(*previous, 0.2), (185.0, 76.0, 0.3), (140.0, 72.0, 0.1)], policy=AGREE, usual=HIGH_USUAL)
+    assert statuses(events) == ([(1, "hypertensive", "opened", "critical")] if opens else [])
+
+
+def test_a_previous_reading_too_long_ago_or_unknown_confirms_nothing() -> None:
+    values = [(180.0, 78.0, 0.4), (185.0, 76.0, 0.3)]
+    policy = replace(AGREE, confirm_within_minutes=60.0)
+    _, events = run(values, policy=policy, gap=timedelta(minutes=61), usual=HIGH_USUAL)
+    assert events == []
+    _, events = run(values, policy=policy, gap=timedelta(minutes=60), usual=HIGH_USUAL)
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+    _, events = run(values, policy=policy)  # no context (no history, or --rules-only): no previous reading known
+    assert events == []
+
+
+def test_a_crisis_the_trend_confirmed_says_so() -> None:
+    _, events = run([(180.0, 78.0, 0.4), (185.0, 76.0, 0.49)], policy=AGREE, usual=HIGH_USUAL)
+    assert opened(events).reason == (
+        "crisis range (> 180/120 mmHg) reading 185/76 mmHg, systolic 20 mmHg above this patient's usual 165/80; "
+        "the reading 15 min before, 180/78 mmHg, agreeing within 10 mmHg (a cuff artefact would stand apart)"
+    )
+    _, events = run([(150.0, 118.0, 0.4), (155.0, 122.0, 0.4)], policy=AGREE, gap=timedelta(hours=12), usual=(150, 90))
+    assert "reading 155/122 mmHg, diastolic 32 mmHg above this patient's usual 150/90; the reading 12 h before" in (
+        opened(events).reason
+    )
+    _, events = run([(173.0, 110.0, 0.35), (184.0, 103.0, 0.57)], policy=replace(AGREE, crisis_agree_mmhg=15.0),
+                    gap=PAIR, usual=(161.0, 97.0))  # fmt: skip
+    assert opened(events).reason == (
+        "crisis range (> 180/120 mmHg) reading 184/103 mmHg re-measured 1 min before at 173/110 mmHg, agreeing within "
+        "15 mmHg (a cuff artefact would stand apart)"
+    )
+
+
+def test_away_from_a_re_measurement_the_trend_confirms_only_a_rise_above_the_usual_pressure() -> None:
+    """A patient whose usual pressure is near 180 has agreeing crisis-range readings every day: no change, so no
+    critical alert on them; the same readings 25 mmHg above the usual pressure are a change; a home pair is a
+    re-measurement and confirms whatever the usual pressure."""
+    policy = replace(AGREE, crisis_rise_mmhg=25.0)
+    values = [(176.0, 80.0, 0.1), (184.0, 82.0, 0.2), (150.0, 80.0, 0.0)]
+    _, events = run(values, policy=policy, usual=(172.0, 80.0))  # 12 mmHg above the usual pressure
+    assert events == []
+    _, events = run(values, policy=policy, usual=(159.0, 80.0))  # 25 mmHg
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+    _, events = run(values, policy=policy, gap=PAIR, usual=(172.0, 80.0))  # re-measured a minute later
+    assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
+
+
+def test_crisis_agree_round_trips_and_old_policies_read_it_as_off() -> None:
+    assert AlertPolicy.from_dict(json.loads(json.dumps(AGREE.to_dict()))) == AGREE
+    rising = replace(AGREE, crisis_rise_mmhg=25.0)
+    assert AlertPolicy.from_dict(json.loads(json.dumps(rising.to_dict()))) == rising
+    old = {k: v for k, v in rising.to_dict().items() if k not in ("crisis_agree_mmhg", "crisis_rise_mmhg")}
+    assert (AlertPolicy.from_dict(old).crisis_agree_mmhg, AlertPolicy.from_dict(old).crisis_rise_mmhg) == (0.0, 0.0)
+    for name in ("crisis_agree_mmhg", "crisis_rise_mmhg"):
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=name):
+                replace(POLICY, **{name: bad})
+
+
+@settings(max_examples=100, deadline=None)
+@given(readings, st.integers(1, 39))
+def test_state_survives_serialisation_mid_stream_with_the_crisis_agreement(
+    values: list[tuple[int, int, float]], cut: int
+) -> None:
+    policy = replace(AGREE, crisis_agree_mmhg=25.0, crisis_rise_mmhg=25.0)
+    triples = [(float(s), float(min(d, s - 11)), r) for s, d, r in values]
+    cut = min(cut, len(triples))
+    _, whole = run(triples, policy=policy, usual=HIGH_USUAL)
+    state, before = run(triples[:cut], policy=policy, usual=HIGH_USUAL)
+    restored = state_from_bytes(state_to_bytes(state))
+    assert restored == state
+    # The first reading after the restart still knows its previous reading (the feature history has it).
+    previous = triples[cut - 1]
+    rest = [previous, *triples[cut:]]
+    events: list[tuple[int, AlertEvent]] = []
+    for i, (s, d, risk) in enumerate(rest[1:], start=cut):
+        context = Context(*HIGH_USUAL, *rest[i - cut][:2])
+        restored, new = step(restored, Reading("p1", T0 + i * STEP, s, d, f"p1-{i}"), risk, policy, 15.0, context)
+        events += [(i, e) for e in new]
+    assert before + events == whole

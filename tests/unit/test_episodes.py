@@ -191,3 +191,20 @@ def test_an_episode_inside_an_alert_opened_earlier_is_caught_by_an_open_alert() 
     resolved = {0: [Opened(AlertKind.HYPERTENSIVE, 2, None, 4), Opened(AlertKind.HYPERTENSIVE, 6, None, None)]}
     (o,) = patient_outcomes(data, np.arange(len(rows)), resolved, weeks=1.0)
     assert o.caught["sharp_rise"] == 2 and o.caught_open == 0
+
+
+def test_a_crisis_episode_is_critical_at_its_first_crisis_range_reading_only_when_already_then() -> None:
+    crisis = "hypertensive_crisis"
+    rows = [
+        NORMAL,
+        (170.0, 100.0, crisis, "e1", True, False),  # 1
+        (186.0, 110.0, crisis, "e1", True, False),  # 2: the first crisis-range reading
+        (195.0, 118.0, crisis, "e1", True, False),  # 3
+        NORMAL,
+    ]
+    data = dataset(rows)
+    for critical_row, at_first in ((2, 1), (3, 0), (1, 1)):
+        alerts = {0: [Opened(AlertKind.HYPERTENSIVE, 1, critical_row, None)]}
+        (o,) = patient_outcomes(data, np.arange(len(rows)), alerts, weeks=1.0)
+        assert (o.crisis_range_episodes, o.crisis_critical, o.crisis_critical_at_first) == (1, 1, at_first)
+        assert summarise([o], resamples=10)["crisis_critical_at_first"]["value"] == at_first

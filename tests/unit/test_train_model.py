@@ -242,8 +242,17 @@ def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run
     qualifying = [c for c in candidates if c["qualifies"]]
     assert selection["feasible"] == bool(qualifying)
     if qualifying:
+        # The first two stages: fewest false alerts (the crisis goal where affordable), the crisis agreement off.
+        off = {"crisis_agree_mmhg": 0.0, "crisis_rise_mmhg": 0.0}
+        before = next(c for c in candidates if c["policy"] == chosen["policy"] | off)
         pool = [c for c in qualifying if c["critical_and_quiet"]] or qualifying  # the crisis goal, where affordable
-        assert chosen["false_alerts_per_patient_week"] == min(c["false_alerts_per_patient_week"] for c in pool)
+        fewest = min(c["false_alerts_per_patient_week"] for c in pool if c["policy"]["crisis_agree_mmhg"] == 0)
+        assert before["false_alerts_per_patient_week"] == fewest
+        if chosen["policy"] != before["policy"]:  # the third stage: more crises critical at once, few false alerts more
+            assert chosen["crisis_critical_at_first"] > before["crisis_critical_at_first"]
+            for name, s in chosen["by_schedule"].items():
+                allowed = before["by_schedule"][name]["false_alerts_per_patient_week"] + 0.01
+                assert s["false_alerts_per_patient_week"] <= allowed
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= 0.25]
         pool = quiet or candidates
@@ -459,3 +468,33 @@ def test_card_goes_next_to_the_artifact_and_nowhere_else_unless_asked(
         p.name for p in artifact.parent.iterdir()
     )
     assert tiny_run.card.read_text() == tiny_run.artifact.with_suffix(".card.md").read_text()  # --model-card: a copy
+
+
+def _crisis_candidate(agree: float, rise: float, ambulatory: float, at_first: float) -> dict[str, Any]:
+    """A candidate of the crisis stage: false alerts per patient-week on the ambulatory schedule (home 0.07)."""
+    c = _candidate(ambulatory, crisis_agree_mmhg=agree, crisis_rise_mmhg=rise)
+    by_schedule = {"ambulatory": ambulatory, "home": 0.07}
+    return c | {
+        "crisis_critical_at_first": at_first,
+        "critical_and_quiet": ambulatory <= 0.25,
+        "false_alerts_summed": ambulatory + 0.07,
+        "by_schedule": {name: {"false_alerts_per_patient_week": f} for name, f in by_schedule.items()},
+    }
+
+
+def test_the_crisis_stage_takes_more_crises_critical_at_once_for_at_most_the_allowance() -> None:
+    def eligible(c: dict[str, Any]) -> bool:
+        return bool(c["qualifies"])
+
+    best = _crisis_candidate(0.0, 0.0, 0.20, 0.60)
+    allowance = selection_module.CRISIS_FALSE_ALERT_ALLOWANCE
+    costly = _crisis_candidate(25.0, 20.0, 0.20 + allowance + 0.001, 0.95)  # more false alerts than allowed
+    free = _crisis_candidate(25.0, 25.0, 0.20, 0.80)
+    narrower = _crisis_candidate(15.0, 25.0, 0.20 + allowance, 0.80)  # as many critical at once, more false alerts
+    assert selection_module._crisis_stage(best, [costly, narrower, free], eligible) is free
+    assert selection_module._crisis_stage(best, [costly, narrower], eligible) is narrower
+    same = _crisis_candidate(10.0, 30.0, 0.20, 0.60)  # no more critical at once: the choice stays
+    assert selection_module._crisis_stage(best, [costly, same], eligible) is best
+    loud = _crisis_candidate(0.0, 0.0, 0.255, 0.60)  # a choice beyond the false-alert goal already
+    over = _crisis_candidate(25.0, 25.0, 0.26, 0.90)  # within the allowance of it, but beyond the goal
+    assert selection_module._crisis_stage(loud, [over], eligible) is loud
