@@ -27,6 +27,7 @@ from bp.alerts import (
     Trigger,
     context_columns,
     context_of,
+    hypotensive_rows,
     step,
 )
 from bp.features import minutes_since_previous
@@ -88,14 +89,25 @@ def gaps_from_features(x: FloatArray) -> FloatArray:
     return gaps
 
 
-def hit_mask(data: Dataset, rows: IntArray, risk: FloatArray, policy: AlertPolicy, gaps: FloatArray) -> BoolArray:
+def hit_mask(
+    data: Dataset,
+    rows: IntArray,
+    risk: FloatArray,
+    policy: AlertPolicy,
+    gaps: FloatArray,
+    contexts: FloatArray | None = None,
+) -> BoolArray:
     """Which rows are hits under ``policy`` (vectorised :func:`bp.alerts.mark`; ``gaps[i]``: minutes since the
-    previous reading of ``rows[i]``, from :func:`gaps_from_features`)."""
+    previous reading of ``rows[i]``, from :func:`gaps_from_features`; ``contexts``: :func:`bp.alerts.context_columns`
+    of the rows, None without the patient's history)."""
     if policy.trigger is Trigger.MODEL:
         threshold = np.full(rows.size, policy.threshold)
         if policy.dense_threshold is not None:
             dense = (gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES)  # NaN: never dense
             threshold[dense] = policy.dense_threshold
+        if policy.hypotensive_threshold is not None:
+            low = hypotensive_rows(data.systolic[rows], data.diastolic[rows], contexts, policy)
+            threshold[low] = policy.hypotensive_threshold
         return data.crisis[rows] | (risk >= threshold)
     return data.rule[rows].copy()
 
@@ -118,9 +130,9 @@ def run_alerts(
     rows themselves (their risks and gaps), built with ``Simulation.history_reset_day``.
     """
     position = {int(r): i for i, r in enumerate(rows.tolist())}
-    hits = hit_mask(data, rows, risk, policy, gaps)
     model = policy.trigger is Trigger.MODEL  # the rule baselines run without the patient's history, as --rules-only
     contexts = context_columns(data.x[rows]) if model else None
+    hits = hit_mask(data, rows, risk, policy, gaps, contexts)
     out: dict[int, list[Opened]] = {}
     for patient, prow in patient_rows(data, rows).items():
         state: AlertState = EMPTY
@@ -300,6 +312,7 @@ def rules_policies(policy: AlertPolicy) -> dict[str, AlertPolicy]:
         "threshold": 1.0,
         "crisis_confirm_risk": None,
         "dense_threshold": None,
+        "hypotensive_threshold": None,
     }
     return {
         "rules_every_anomaly": AlertPolicy.from_dict(base | {"confirm_k": 1, "confirm_n": 1}),

@@ -8,7 +8,8 @@ pressure and previous reading, from the model's feature history -- and returns t
 reading caused.
 
 A reading is a *hit* when the policy's trigger fires: ``model`` -- risk >= the threshold or the reading is in the
-hypertensive crisis range (the threshold is ``dense_threshold`` for a reading at a dense cadence, see
+hypertensive crisis range (the threshold is ``hypotensive_threshold`` for a reading whose direction is
+hypotensive, when the policy has one; else ``dense_threshold`` for a reading at a dense cadence, see
 :data:`DENSE_AFTER_MINUTES`, else ``threshold``); ``rules`` -- a seed rule fires or the reading is in crisis range
 (the baselines). A hit has a direction: *hypotensive* when systolic < ``low_systolic`` or diastolic <
 ``low_diastolic``, or when it is below the patient's usual pressure and under stage 2 hypertension (a relative
@@ -51,7 +52,7 @@ context, the per-patient state and its byte format, the events), :mod:`bp.alerts
 from __future__ import annotations
 
 from bp.alerts.explain import describe
-from bp.alerts.logic import mark, step
+from bp.alerts.logic import hypotensive_rows, mark, step
 from bp.alerts.patients import STATE_KEY_PREFIX, PatientAlerts
 from bp.alerts.policy import (
     DENSE_AFTER_MINUTES,
@@ -99,6 +100,7 @@ __all__ = [
     "context_columns",
     "context_of",
     "describe",
+    "hypotensive_rows",
     "mark",
     "rules_policy",
     "state_from_bytes",

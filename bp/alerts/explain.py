@@ -40,7 +40,10 @@ def opening_reason(
     """Why an alert opens (and, if so, why critical), in one short sentence with the readings' values
     (``agreeing``: the previous reading, when its agreement confirmed a lone crisis-range reading)."""
     values = ", ".join(mmhg(m) for m in confirming if not math.isnan(m.systolic)) or mmhg(now)
-    flagged = f"model risk >= {policy.threshold:g}" if policy.trigger is Trigger.MODEL else "beyond the seed rules"
+    threshold = policy.threshold
+    if now.kind is AlertKind.HYPOTENSIVE and policy.hypotensive_threshold is not None:
+        threshold = policy.hypotensive_threshold
+    flagged = f"model risk >= {threshold:g}" if policy.trigger is Trigger.MODEL else "beyond the seed rules"
     crisis = f"crisis range (> {CRISIS_SYSTOLIC_ABOVE:g}/{CRISIS_DIASTOLIC_ABOVE:g} mmHg)"
     if agreeing is not None:
         apart, agree = _minutes(now.t - agreeing.t), f"agreeing within {policy.crisis_agree_mmhg:g} mmHg"

@@ -11,6 +11,9 @@ import math
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import numpy as np
+import numpy.typing as npt
+
 from bp.alerts import explain
 from bp.alerts.policy import AlertKind, AlertPolicy, AlertStatus, Severity, Trigger
 from bp.alerts.values import EMPTY, AlertEvent, AlertState, Context, Mark, OpenAlert
@@ -39,6 +42,24 @@ def _low(s: float, d: float, policy: AlertPolicy, context: Context | None) -> bo
     return context.deviation(s, d) < 0.0
 
 
+def hypotensive_rows(
+    systolic: npt.NDArray[np.float64],
+    diastolic: npt.NDArray[np.float64],
+    contexts: npt.NDArray[np.float64] | None,
+    policy: AlertPolicy,
+) -> npt.NDArray[np.bool_]:
+    """Per reading: would a hit be hypotensive? :func:`mark`'s direction, vectorised (``contexts``: rows of
+    :func:`bp.alerts.context_columns`, None without the patient's history). Crisis range is never hypotensive."""
+    crisis = (systolic > CRISIS_SYSTOLIC_ABOVE) | (diastolic > CRISIS_DIASTOLIC_ABOVE)
+    low = (systolic < policy.low_systolic) | (diastolic < policy.low_diastolic)
+    if contexts is not None:
+        below_stage_2 = (systolic < STAGE_2_SYSTOLIC_FROM) & (diastolic < STAGE_2_DIASTOLIC_FROM)
+        deviation = (systolic - contexts[:, 0]) + (diastolic - contexts[:, 1])
+        low |= below_stage_2 & (deviation < 0.0)
+    result: npt.NDArray[np.bool_] = low & ~crisis
+    return result
+
+
 def mark(
     reading: Reading,
     risk: float | None,
@@ -50,7 +71,9 @@ def mark(
     the patient's previous reading, None when unknown; ``context``: the patient's usual pressure)."""
     s, d = reading.systolic, reading.diastolic
     crisis = _is_crisis(s, d)
-    threshold = policy.hit_threshold(minutes_since_previous)
+    low = not crisis and _low(s, d, policy, context)
+    # A reading whose direction is hypotensive is a hit from the hypotensive threshold (when the policy has one).
+    threshold = policy.low_threshold(minutes_since_previous) if low else policy.hit_threshold(minutes_since_previous)
     if policy.trigger is Trigger.MODEL:
         hit = crisis or (risk is not None and risk >= threshold)
     else:
@@ -58,7 +81,6 @@ def mark(
     kind = None
     weak = False
     if hit:
-        low = not crisis and _low(s, d, policy, context)
         kind = AlertKind.HYPOTENSIVE if low else AlertKind.HYPERTENSIVE
         weak = policy.trigger is Trigger.MODEL and crisis and not (risk is not None and risk >= threshold)
     return Mark(reading.effective.timestamp(), kind, crisis, weak, s, d)

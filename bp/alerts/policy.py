@@ -89,6 +89,10 @@ class AlertPolicy:
         reading, so it does not agree with the reading before; the rise keeps a patient whose usual pressure is
         near 180, read every 15 minutes, from a critical alert at every pair of agreeing readings: the trend must
         be a change. 0 mmHg agreement: off.
+    hypotensive_threshold
+        Risk threshold for a reading whose direction is hypotensive (see :func:`bp.alerts.mark`), whatever the
+        cadence. ``None``: the reading's threshold (``threshold`` or ``dense_threshold``). A drop the model scores
+        middling on every reading (a mild, long one, or one at a cold start with no baseline) then still counts.
     """
 
     threshold: float = 0.5
@@ -106,6 +110,7 @@ class AlertPolicy:
     dense_threshold: float | None = None
     crisis_agree_mmhg: float = 0.0
     crisis_rise_mmhg: float = 0.0
+    hypotensive_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.confirm_n:
@@ -126,6 +131,9 @@ class AlertPolicy:
         t = self.dense_threshold
         if t is not None and not (math.isfinite(t) and 0.0 < t <= 1.0):
             raise ValueError(f"dense_threshold must be in (0, 1] or None, got {t}")
+        h = self.hypotensive_threshold
+        if h is not None and not (math.isfinite(h) and 0.0 < h <= 1.0):
+            raise ValueError(f"hypotensive_threshold must be in (0, 1] or None, got {h}")
 
     def hit_threshold(self, minutes_since_previous: float | None) -> float:
         """The risk threshold of a reading taken ``minutes_since_previous`` after the patient's previous one."""
@@ -136,6 +144,13 @@ class AlertPolicy:
         ):
             return self.dense_threshold
         return self.threshold
+
+    def low_threshold(self, minutes_since_previous: float | None) -> float:
+        """The risk threshold of a reading whose direction is hypotensive (``hypotensive_threshold``, else
+        :meth:`hit_threshold`)."""
+        if self.hypotensive_threshold is not None:
+            return self.hypotensive_threshold
+        return self.hit_threshold(minutes_since_previous)
 
     @property
     def crisis_risk(self) -> float:
@@ -159,18 +174,20 @@ class AlertPolicy:
             "dense_threshold": self.dense_threshold,
             "crisis_agree_mmhg": self.crisis_agree_mmhg,
             "crisis_rise_mmhg": self.crisis_rise_mmhg,
+            "hypotensive_threshold": self.hypotensive_threshold,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertPolicy:
         """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy.
 
-        A policy stored before ``crisis_confirm_risk`` or ``dense_threshold`` existed reads them as ``None`` (the
-        threshold, as it behaved); one stored before the re-measurement parameters existed gets them off (its
-        behaviour then), and one stored before the crisis agreement existed gets it off.
+        A policy stored before ``crisis_confirm_risk``, ``dense_threshold`` or ``hypotensive_threshold`` existed
+        reads them as ``None`` (the threshold, as it behaved); one stored before the re-measurement parameters
+        existed gets them off (its behaviour then), and one stored before the crisis agreement existed gets it off.
         """
         crisis = data.get("crisis_confirm_risk")
         dense = data.get("dense_threshold")
+        low = data.get("hypotensive_threshold")
         return cls(
             threshold=float(data["threshold"]),
             confirm_k=int(data["confirm_k"]),
@@ -187,6 +204,7 @@ class AlertPolicy:
             dense_threshold=None if dense is None else float(dense),
             crisis_agree_mmhg=float(data.get("crisis_agree_mmhg", 0.0)),
             crisis_rise_mmhg=float(data.get("crisis_rise_mmhg", 0.0)),
+            hypotensive_threshold=None if low is None else float(low),
         )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,10 @@ from bp.alerts import (
     PatientAlerts,
     Severity,
     Trigger,
+    context_of,
     describe,
+    hypotensive_rows,
+    mark,
     rules_policy,
     state_from_bytes,
     state_to_bytes,
@@ -171,6 +175,9 @@ def test_rules_trigger_is_the_baseline_policy() -> None:
         {"crisis_confirm_risk": float("nan")},
         {"dense_threshold": 0.0},
         {"dense_threshold": 1.2},
+        {"hypotensive_threshold": 0.0},
+        {"hypotensive_threshold": 1.2},
+        {"hypotensive_threshold": float("nan")},
     ],
 )
 def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
@@ -205,16 +212,18 @@ def test_policy_round_trips_through_json() -> None:
     for policy in (
         AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES),
         AlertPolicy(threshold=0.45, crisis_confirm_risk=0.8, resolve_minutes=1440.0, dense_threshold=0.55),
+        AlertPolicy(threshold=0.5, dense_threshold=0.6, hypotensive_threshold=0.3),
     ):
         assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
 
 
 def test_a_policy_stored_before_crisis_confirm_risk_confirms_crises_at_its_threshold() -> None:
     stored = AlertPolicy(threshold=0.4).to_dict()
-    del stored["crisis_confirm_risk"], stored["dense_threshold"]
+    del stored["crisis_confirm_risk"], stored["dense_threshold"], stored["hypotensive_threshold"]
     policy = AlertPolicy.from_dict(stored)
     assert policy.crisis_confirm_risk is None and policy.crisis_risk == 0.4
     assert policy.dense_threshold is None and policy.hit_threshold(15.0) == 0.4
+    assert policy.hypotensive_threshold is None and policy.low_threshold(15.0) == 0.4
     _, events = run([NORMAL, (236.0, 108.0, 0.45)], policy=policy)
     assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
 
@@ -386,6 +395,55 @@ def test_below_the_cut_points_is_hypotensive_even_above_a_low_usual_pressure() -
     low = (80.0, 45.0, 0.8)
     _, events = run([low, low, low], usual=(72.0, 40.0))
     assert statuses(events) == [(1, "hypotensive", "opened", "high")]
+
+
+# --- the hypotensive threshold ----------------------------------------------------------------------------------
+LOW_THRESHOLD = replace(POLICY, threshold=0.5, dense_threshold=0.7, hypotensive_threshold=0.3)
+
+
+@pytest.mark.parametrize("since", [None, 1.0, 15.0, 720.0])
+def test_a_hypotensive_reading_is_a_hit_from_the_hypotensive_threshold_at_any_cadence(since: float | None) -> None:
+    """A drop the model scores middling on every reading (0.35 < threshold 0.5, < dense threshold 0.7) opens a
+    hypotensive alert; the same middling risk on readings above the usual pressure opens nothing."""
+    low = (84.0, 54.0, 0.35)
+    _, events = run([NORMAL, low, low], policy=LOW_THRESHOLD, since=since)
+    assert statuses(events) == [(2, "hypotensive", "opened", "high")]
+    assert "model risk >= 0.3" in events[0][1].reason
+    _, events = run([NORMAL, low, low], policy=replace(LOW_THRESHOLD, hypotensive_threshold=None), since=since)
+    assert events == []
+    _, events = run([NORMAL, (84.0, 54.0, 0.25), (84.0, 54.0, 0.25)], policy=LOW_THRESHOLD, since=since)
+    assert events == []  # below the hypotensive threshold too
+    high = (150.0, 95.0, 0.35)
+    _, events = run([NORMAL, high, high], policy=LOW_THRESHOLD, since=since)
+    assert events == []
+
+
+def test_a_relative_drop_counts_from_the_hypotensive_threshold_only_with_the_patients_history() -> None:
+    """110/68 is hypotensive only below this patient's usual 150/90 (the direction needs the context)."""
+    drop = (110.0, 68.0, 0.35)
+    _, events = run([NORMAL, drop, drop], policy=LOW_THRESHOLD, usual=HYPERTENSIVE_USUAL)
+    assert statuses(events) == [(2, "hypotensive", "opened", "high")]
+    _, events = run([NORMAL, drop, drop], policy=LOW_THRESHOLD)
+    assert events == []
+    _, events = run([NORMAL, drop, drop], policy=LOW_THRESHOLD, usual=(100.0, 60.0))  # above this usual pressure
+    assert events == []
+
+
+def test_hypotensive_rows_is_the_direction_of_mark() -> None:
+    """The vectorised direction (training's hit mask) says what mark says, reading by reading."""
+    rng = np.random.default_rng(7)
+    n = 400
+    s = rng.integers(60, 230, n).astype(float)
+    d = np.minimum(rng.integers(35, 130, n), s - 11).astype(float)
+    contexts = np.column_stack([rng.uniform(80, 170, n), rng.uniform(45, 100, n), s, d])
+    policy = replace(LOW_THRESHOLD, hypotensive_threshold=0.01, threshold=0.99, dense_threshold=None)
+    for ctx in (contexts, None):
+        low = hypotensive_rows(s, d, ctx, policy)
+        for i in range(n):
+            reading = Reading("p1", T0, float(s[i]), float(d[i]), "p1-0")
+            context = None if ctx is None else context_of(ctx[i].tolist())
+            m = mark(reading, 0.5, policy, 15.0, context)
+            assert (m.kind is AlertKind.HYPOTENSIVE) is bool(low[i]), (s[i], d[i], None if ctx is None else ctx[i])
 
 
 # --- re-measurement (home pairs a minute apart) ------------------------------------------------------------------

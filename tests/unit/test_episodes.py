@@ -179,6 +179,19 @@ def test_a_dense_threshold_applies_to_the_15_minute_stream() -> None:
     assert [a.row for a in run_alerts(data, rows, risk, dense, unknown)[0]] == [3, 11]
 
 
+def test_a_hypotensive_threshold_applies_to_hypotensive_readings_only() -> None:
+    data = dataset(STREAM)
+    rows = np.arange(len(STREAM))
+    gaps = every_15_minutes(len(STREAM))
+    risk = np.array([0.35 if row[2] else 0.01 for row in STREAM])  # the model scores every episode middling
+    policy = AlertPolicy(threshold=0.5, confirm_k=2, confirm_n=2, resolve_readings=2, resolve_minutes=15)
+    assert run_alerts(data, rows, risk, policy, gaps)[0] == []
+    low = AlertPolicy.from_dict(policy.to_dict() | {"hypotensive_threshold": 0.3})
+    hits = hit_mask(data, rows, risk, low, gaps)
+    assert np.flatnonzero(hits).tolist() == [8, 10, 11, 12]  # the crisis-range artefact, and the drop below 90/60
+    assert [(a.kind, a.row) for a in run_alerts(data, rows, risk, low, gaps)[0]] == [(AlertKind.HYPOTENSIVE, 11)]
+
+
 def test_an_episode_inside_an_alert_opened_earlier_is_caught_by_an_open_alert() -> None:
     rise = [(146.0, 90.0, RISE, "e1", True, False), (160.0, 98.0, RISE, "e2", True, False)]
     rows = [NORMAL, rise[0], rise[0], NORMAL, NORMAL, rise[1], rise[1], NORMAL]
