@@ -45,6 +45,8 @@ CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
 RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
+HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2)  # third stage: hypotensive_threshold = the chosen threshold - each
+FALSE_ALERTS_MARGIN = 0.03  # the third stage keeps this much of the false-alert goal free out of fold
 REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
 CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
 # Third stage: a crisis-range reading whose previous reading agrees within crisis_agree_mmhg and that is at least
@@ -87,7 +89,12 @@ POLICY_RULE = (
     "schedule; ties: the fewest false alerts, then the smaller agreement, then the larger rise) replaces the choice "
     "if that share is larger. Out of fold nearly every crisis-range episode is alerted as critical sooner or later, "
     "so that share cannot tell the candidates apart; the share already at the first crisis-range reading is what an "
-    "episode gets whose later readings are missing or whose only crisis-range reading that one is"
+    "episode gets whose later readings are missing or whose only crisis-range reading that one is. A fourth "
+    "stage runs that choice with a threshold for readings whose direction is hypotensive (hypotensive_threshold) of "
+    f"its threshold - {', - '.join(f'{d:g}' for d in HYPOTENSIVE_STEPS)} and keeps, among those that still qualify "
+    f"and stay within the false-alert goal - {FALSE_ALERTS_MARGIN:g} per patient-week on every schedule, the one "
+    "with the highest acute-hypotension recall on its worst schedule (the goal with the least slack; ties: the "
+    "fewest false alerts, then the higher hypotensive threshold, none first)"
 )
 
 
@@ -217,6 +224,19 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         ]
         candidates += crisis
         best = _crisis_stage(best, crisis, eligible)
+        third = AlertPolicy.from_dict(best["policy"])
+        low = [
+            evaluate(replace(third, hypotensive_threshold=round(third.threshold - step, 2)))
+            for step in HYPOTENSIVE_STEPS
+            if third.threshold - step > 0.0
+        ]
+        candidates += low
+        roomy = [
+            c
+            for c in low
+            if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
+        ]
+        best = min([best, *roomy], key=_hypotension_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -272,6 +292,16 @@ def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, 
         crisis,
         dense,
     )
+
+
+def _hypotension_preference(candidate: dict[str, Any]) -> tuple[float, float, float]:
+    """Order of the third stage: highest acute-hypotension recall on the worst schedule, then the fewest false
+    alerts, then the higher hypotensive threshold (none: the threshold)."""
+    kind = EpisodeKind.ACUTE_HYPOTENSION.value
+    recall = min((s["recall"][kind] or 0.0) for s in candidate["by_schedule"].values())
+    p = candidate["policy"]
+    low = p["threshold"] if p.get("hypotensive_threshold") is None else p["hypotensive_threshold"]
+    return (-round(recall, 9), round(candidate["false_alerts_per_patient_week"], 9), -low)
 
 
 @dataclass(frozen=True, slots=True)

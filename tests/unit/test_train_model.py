@@ -243,16 +243,38 @@ def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run
     assert selection["feasible"] == bool(qualifying)
     if qualifying:
         # The first two stages: fewest false alerts (the crisis goal where affordable), the crisis agreement off.
-        off = {"crisis_agree_mmhg": 0.0, "crisis_rise_mmhg": 0.0}
+        off = {"crisis_agree_mmhg": 0.0, "crisis_rise_mmhg": 0.0, "hypotensive_threshold": None}
         before = next(c for c in candidates if c["policy"] == chosen["policy"] | off)
         pool = [c for c in qualifying if c["critical_and_quiet"]] or qualifying  # the crisis goal, where affordable
-        fewest = min(c["false_alerts_per_patient_week"] for c in pool if c["policy"]["crisis_agree_mmhg"] == 0)
+        fewest = min(
+            c["false_alerts_per_patient_week"]
+            for c in pool
+            if c["policy"]["crisis_agree_mmhg"] == 0 and c["policy"]["hypotensive_threshold"] is None
+        )
         assert before["false_alerts_per_patient_week"] == fewest
-        if chosen["policy"] != before["policy"]:  # the third stage: more crises critical at once, few false alerts more
-            assert chosen["crisis_critical_at_first"] > before["crisis_critical_at_first"]
-            for name, s in chosen["by_schedule"].items():
+        # The fourth stage lowers the threshold of hypotensive readings only, starting from the third's choice.
+        low = chosen["policy"]["hypotensive_threshold"]
+        start = chosen["policy"] | {"hypotensive_threshold": None}
+        third_choice = next(c for c in candidates if c["policy"] == start)
+        if third_choice["policy"] != before["policy"]:  # the third stage: more crises critical at once
+            assert third_choice["crisis_critical_at_first"] > before["crisis_critical_at_first"]
+            for name, s in third_choice["by_schedule"].items():
                 allowed = before["by_schedule"][name]["false_alerts_per_patient_week"] + 0.01
                 assert s["false_alerts_per_patient_week"] <= allowed
+        fourth = [c for c in candidates if c["policy"]["hypotensive_threshold"] is not None]
+        assert fourth and all(c["policy"] | {"hypotensive_threshold": None} == start for c in fourth)
+        assert {c["policy"]["hypotensive_threshold"] for c in fourth} == {
+            round(start["threshold"] - step, 2) for step in selection_module.HYPOTENSIVE_STEPS
+        }
+        room = 0.25 - selection_module.FALSE_ALERTS_MARGIN
+        roomy = [c for c in fourth if c in pool and c["false_alerts_per_patient_week"] <= room]
+
+        def hypotension(c: dict[str, Any]) -> float:
+            return min(s["recall"]["acute_hypotension"] or 0.0 for s in c["by_schedule"].values())
+
+        assert hypotension(chosen) == max(hypotension(c) for c in [third_choice, *roomy])
+        if low is not None:
+            assert chosen in roomy and hypotension(chosen) > hypotension(third_choice)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= 0.25]
         pool = quiet or candidates
