@@ -88,6 +88,7 @@ def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
             _fmt(c["false_alerts_per_patient_week"]),
             f"{c['recall_slack']:+.3f}",
             _fmt(c["crisis_alerted_critical"]),
+            _fmt(c.get("crisis_critical_at_first")),  # n/a: a selection from before the crisis stage
             _fmt(c["median_delay_readings"], 1),
         ]
         if row not in rows:
@@ -99,6 +100,7 @@ def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
         "OOF false alerts /patient-week (worst schedule)",
         "smallest recall slack",
         "crisis alerted critical (worst schedule)",
+        "crisis critical at its first crisis-range reading (worst schedule)",
         "median delay (readings)",
     ]
     return {

@@ -341,6 +341,7 @@ def test_the_cards_candidate_table_has_no_duplicate_rows(tiny_run: Run) -> None:
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
     assert "`remeasure_agree_mmhg`" in header and "`crisis_confirm_risk`" in header
+    assert "`crisis_agree_mmhg`" in header and "critical at its first crisis-range reading" in header
     assert body and len(body) == len(set(body))
     assert sum("**yes**" in row for row in body) == 1  # the chosen policy
 
