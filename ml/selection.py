@@ -45,8 +45,8 @@ CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
 RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
-HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2)  # third stage: hypotensive_threshold = the chosen threshold - each
-FALSE_ALERTS_MARGIN = 0.03  # the third stage keeps this much of the false-alert goal free out of fold
+HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2)  # fourth stage: hypotensive_threshold = the chosen threshold - each
+FALSE_ALERTS_MARGIN = 0.03  # the fourth stage keeps this much of the false-alert goal free out of fold
 REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
 CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
 # Third stage: a crisis-range reading whose previous reading agrees within crisis_agree_mmhg and that is at least
