@@ -439,7 +439,7 @@ def test_eval_first_seed_runs_the_evaluation_on_development_seeds_and_the_card_s
     assert "NOT held out" in run.out  # the printed goal summary says it too
 
 
-def test_eval_first_seed_elsewhere_is_not_held_out_either(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_first_seed_elsewhere_is_not_held_out_either() -> None:
     cfg = train_model.config_from_args(train_model.build_parser().parse_args([*TINY, "--eval-first-seed", "700"]))
     assert cfg.evaluation.evaluation_seeds() == [700]
     assert not cfg.evaluation.is_held_out()
