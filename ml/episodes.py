@@ -105,9 +105,13 @@ def hit_mask(
         if policy.dense_threshold is not None:
             dense = (gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES)  # NaN: never dense
             threshold[dense] = policy.dense_threshold
-        if policy.hypotensive_threshold is not None:
+        if policy.hypotensive_threshold is not None or policy.sparse_hypotensive_threshold is not None:
             low = hypotensive_rows(data.systolic[rows], data.diastolic[rows], contexts, policy)
-            threshold[low] = policy.hypotensive_threshold
+            if policy.hypotensive_threshold is not None:
+                threshold[low] = policy.hypotensive_threshold
+            if policy.sparse_hypotensive_threshold is not None:
+                sparse = ~((gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES))  # NaN: not dense
+                threshold[low & sparse] = policy.sparse_hypotensive_threshold
         return data.crisis[rows] | (risk >= threshold)
     return data.rule[rows].copy()
 
@@ -258,9 +262,7 @@ def summarise(outcomes: Sequence[PatientOutcome], seed: int = 0, resamples: int 
         "patients": p,
         "patient_weeks": float(weeks.sum()),
         "recall": {k: stat(col(lambda o, k=k: o.caught[k]), col(lambda o, k=k: o.episodes[k])) for k in KINDS},
-        "caught_by_open_alert": stat(
-            col(lambda o: o.caught_open), col(lambda o: sum(o.caught.values()))
-        ),
+        "caught_by_open_alert": stat(col(lambda o: o.caught_open), col(lambda o: sum(o.caught.values()))),
         "crisis_alerted_critical": stat(col(lambda o: o.crisis_critical), col(lambda o: o.crisis_range_episodes)),
         "crisis_critical_at_first": stat(
             col(lambda o: o.crisis_critical_at_first), col(lambda o: o.crisis_range_episodes)
@@ -313,6 +315,7 @@ def rules_policies(policy: AlertPolicy) -> dict[str, AlertPolicy]:
         "crisis_confirm_risk": None,
         "dense_threshold": None,
         "hypotensive_threshold": None,
+        "sparse_hypotensive_threshold": None,
     }
     return {
         "rules_every_anomaly": AlertPolicy.from_dict(base | {"confirm_k": 1, "confirm_n": 1}),

@@ -46,6 +46,8 @@ RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an a
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
 HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2)  # fourth stage: hypotensive_threshold = the chosen threshold - each
+# fifth stage: sparse_hypotensive_threshold = the fourth stage's hypotensive threshold (else its threshold) - each
+SPARSE_HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 FALSE_ALERTS_MARGIN = 0.03  # the fourth stage keeps this much of the false-alert goal free out of fold
 REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
 CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
@@ -94,7 +96,12 @@ POLICY_RULE = (
     f"its threshold - {', - '.join(f'{d:g}' for d in HYPOTENSIVE_STEPS)} and keeps, among those that still qualify "
     f"and stay within the false-alert goal - {FALSE_ALERTS_MARGIN:g} per patient-week on every schedule, the one "
     "with the highest acute-hypotension recall on its worst schedule (the goal with the least slack; ties: the "
-    "fewest false alerts, then the higher hypotensive threshold, none first)"
+    "fewest false alerts, then the higher hypotensive threshold, none first). A fifth stage runs that choice with "
+    "a threshold for hypotensive readings not at a dense cadence (sparse_hypotensive_threshold: home readings) of "
+    f"its hypotensive threshold (else its threshold) - {', - '.join(f'{d:g}' for d in SPARSE_HYPOTENSIVE_STEPS)} "
+    "and keeps, among those that still qualify and stay within the same false-alert margin on every schedule, the "
+    "one with the highest acute-hypotension recall summed over the schedules (ties: the fewest false alerts, then "
+    "the higher threshold, none first)"
 )
 
 
@@ -237,6 +244,20 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
         ]
         best = min([best, *roomy], key=_hypotension_preference)
+        fourth = AlertPolicy.from_dict(best["policy"])
+        low_threshold = fourth.threshold if fourth.hypotensive_threshold is None else fourth.hypotensive_threshold
+        sparse = [
+            evaluate(replace(fourth, sparse_hypotensive_threshold=round(low_threshold - step, 2)))
+            for step in SPARSE_HYPOTENSIVE_STEPS
+            if low_threshold - step > 0.0
+        ]
+        candidates += sparse
+        roomy = [
+            c
+            for c in sparse
+            if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
+        ]
+        best = min([best, *roomy], key=_sparse_hypotension_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -254,8 +275,8 @@ def _crisis_stage(
 
     def affordable(c: dict[str, Any]) -> bool:
         return c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL and all(
-            s["false_alerts_per_patient_week"] <= best["by_schedule"][name]["false_alerts_per_patient_week"]
-            + CRISIS_FALSE_ALERT_ALLOWANCE
+            s["false_alerts_per_patient_week"]
+            <= best["by_schedule"][name]["false_alerts_per_patient_week"] + CRISIS_FALSE_ALERT_ALLOWANCE
             for name, s in c["by_schedule"].items()
         )
 
@@ -301,6 +322,16 @@ def _hypotension_preference(candidate: dict[str, Any]) -> tuple[float, float, fl
     recall = min((s["recall"][kind] or 0.0) for s in candidate["by_schedule"].values())
     p = candidate["policy"]
     low = p["threshold"] if p.get("hypotensive_threshold") is None else p["hypotensive_threshold"]
+    return (-round(recall, 9), round(candidate["false_alerts_per_patient_week"], 9), -low)
+
+
+def _sparse_hypotension_preference(candidate: dict[str, Any]) -> tuple[float, float, float]:
+    """Order of the fifth stage: highest acute-hypotension recall summed over the schedules, then the fewest false
+    alerts, then the higher sparse hypotensive threshold (none: the hypotensive threshold, else the threshold)."""
+    kind = EpisodeKind.ACUTE_HYPOTENSION.value
+    recall = sum((s["recall"][kind] or 0.0) for s in candidate["by_schedule"].values())
+    p = candidate["policy"]
+    low = p.get("sparse_hypotensive_threshold") or p.get("hypotensive_threshold") or p["threshold"]
     return (-round(recall, 9), round(candidate["false_alerts_per_patient_week"], 9), -low)
 
 

@@ -36,13 +36,16 @@ def opening_reason(
     remeasured: bool,
     crisis_before: list[Mark],
     agreeing: Mark | None = None,
+    minutes_since_previous: float | None = None,
 ) -> str:
     """Why an alert opens (and, if so, why critical), in one short sentence with the readings' values
-    (``agreeing``: the previous reading, when its agreement confirmed a lone crisis-range reading)."""
+    (``agreeing``: the previous reading, when its agreement confirmed a lone crisis-range reading;
+    ``minutes_since_previous``: the opening reading's, which says its hypotensive threshold)."""
     values = ", ".join(mmhg(m) for m in confirming if not math.isnan(m.systolic)) or mmhg(now)
     threshold = policy.threshold
-    if now.kind is AlertKind.HYPOTENSIVE and policy.hypotensive_threshold is not None:
-        threshold = policy.hypotensive_threshold
+    hypotensive = (policy.hypotensive_threshold, policy.sparse_hypotensive_threshold)
+    if now.kind is AlertKind.HYPOTENSIVE and any(t is not None for t in hypotensive):
+        threshold = policy.low_threshold(minutes_since_previous)
     flagged = f"model risk >= {threshold:g}" if policy.trigger is Trigger.MODEL else "beyond the seed rules"
     crisis = f"crisis range (> {CRISIS_SYSTOLIC_ABOVE:g}/{CRISIS_DIASTOLIC_ABOVE:g} mmHg)"
     if agreeing is not None:

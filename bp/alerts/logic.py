@@ -230,7 +230,7 @@ def step(
             known = [m for m in confirming if not math.isnan(m.systolic)] or [now]
             reason = explain.opening_reason(
                 policy, now, confirming, len(window[-policy.confirm_n :]), risk, context, remeasured, before,
-                agreeing if confirming == [now] and not risk_confirms else None,
+                agreeing if confirming == [now] and not risk_confirms else None, minutes_since_previous,
             )  # fmt: skip
             opened = OpenAlert(
                 alert_id=f"{reading.patient_id}:{now.kind.value}:{reading.observation_id}",

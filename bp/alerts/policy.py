@@ -40,6 +40,11 @@ DENSE_AFTER_MINUTES = SAME_SESSION_MINUTES
 DENSE_WITHIN_MINUTES = 60.0
 
 
+def is_dense(minutes_since_previous: float | None) -> bool:
+    """Whether a reading taken ``minutes_since_previous`` after the patient's previous one is at a dense cadence."""
+    return minutes_since_previous is not None and DENSE_AFTER_MINUTES < minutes_since_previous <= DENSE_WITHIN_MINUTES
+
+
 class Trigger(StrEnum):
     """What makes a reading a hit: the model's risk (the product) or the seed rules (baselines)."""
 
@@ -93,6 +98,12 @@ class AlertPolicy:
         Risk threshold for a reading whose direction is hypotensive (see :func:`bp.alerts.mark`), whatever the
         cadence. ``None``: the reading's threshold (``threshold`` or ``dense_threshold``). A drop the model scores
         middling on every reading (a mild, long one, or one at a cold start with no baseline) then still counts.
+    sparse_hypotensive_threshold
+        Risk threshold for a reading whose direction is hypotensive and that is *not* at a dense cadence (a home
+        reading: a pair's second reading, one half a day after the last, a patient's first). ``None``:
+        ``hypotensive_threshold``. Home readings come ~25x sparser than an ambulatory monitor's, so a lower
+        threshold there costs few false alerts per patient-week, and home drops are often cold starts the model
+        scores low (no baseline yet).
     """
 
     threshold: float = 0.5
@@ -111,6 +122,7 @@ class AlertPolicy:
     crisis_agree_mmhg: float = 0.0
     crisis_rise_mmhg: float = 0.0
     hypotensive_threshold: float | None = None
+    sparse_hypotensive_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_k <= self.confirm_n:
@@ -134,20 +146,22 @@ class AlertPolicy:
         h = self.hypotensive_threshold
         if h is not None and not (math.isfinite(h) and 0.0 < h <= 1.0):
             raise ValueError(f"hypotensive_threshold must be in (0, 1] or None, got {h}")
+        h = self.sparse_hypotensive_threshold
+        if h is not None and not (math.isfinite(h) and 0.0 < h <= 1.0):
+            raise ValueError(f"sparse_hypotensive_threshold must be in (0, 1] or None, got {h}")
 
     def hit_threshold(self, minutes_since_previous: float | None) -> float:
         """The risk threshold of a reading taken ``minutes_since_previous`` after the patient's previous one."""
-        if (
-            self.dense_threshold is not None
-            and minutes_since_previous is not None
-            and DENSE_AFTER_MINUTES < minutes_since_previous <= DENSE_WITHIN_MINUTES
-        ):
+        if self.dense_threshold is not None and is_dense(minutes_since_previous):
             return self.dense_threshold
         return self.threshold
 
     def low_threshold(self, minutes_since_previous: float | None) -> float:
-        """The risk threshold of a reading whose direction is hypotensive (``hypotensive_threshold``, else
-        :meth:`hit_threshold`)."""
+        """The risk threshold of a reading whose direction is hypotensive: ``sparse_hypotensive_threshold`` when
+        it is not at a dense cadence and the policy has one, else ``hypotensive_threshold``, else
+        :meth:`hit_threshold`."""
+        if self.sparse_hypotensive_threshold is not None and not is_dense(minutes_since_previous):
+            return self.sparse_hypotensive_threshold
         if self.hypotensive_threshold is not None:
             return self.hypotensive_threshold
         return self.hit_threshold(minutes_since_previous)
@@ -175,19 +189,21 @@ class AlertPolicy:
             "crisis_agree_mmhg": self.crisis_agree_mmhg,
             "crisis_rise_mmhg": self.crisis_rise_mmhg,
             "hypotensive_threshold": self.hypotensive_threshold,
+            "sparse_hypotensive_threshold": self.sparse_hypotensive_threshold,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertPolicy:
         """The inverse of :meth:`to_dict`; ValueError (or TypeError/KeyError) when the value is not a policy.
 
-        A policy stored before ``crisis_confirm_risk``, ``dense_threshold`` or ``hypotensive_threshold`` existed
+        A policy stored before ``crisis_confirm_risk``, ``dense_threshold`` or the hypotensive thresholds existed
         reads them as ``None`` (the threshold, as it behaved); one stored before the re-measurement parameters
         existed gets them off (its behaviour then), and one stored before the crisis agreement existed gets it off.
         """
         crisis = data.get("crisis_confirm_risk")
         dense = data.get("dense_threshold")
         low = data.get("hypotensive_threshold")
+        sparse = data.get("sparse_hypotensive_threshold")
         return cls(
             threshold=float(data["threshold"]),
             confirm_k=int(data["confirm_k"]),
@@ -205,6 +221,7 @@ class AlertPolicy:
             crisis_agree_mmhg=float(data.get("crisis_agree_mmhg", 0.0)),
             crisis_rise_mmhg=float(data.get("crisis_rise_mmhg", 0.0)),
             hypotensive_threshold=None if low is None else float(low),
+            sparse_hypotensive_threshold=None if sparse is None else float(sparse),
         )
 
 

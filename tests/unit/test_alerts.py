@@ -178,6 +178,8 @@ def test_rules_trigger_is_the_baseline_policy() -> None:
         {"hypotensive_threshold": 0.0},
         {"hypotensive_threshold": 1.2},
         {"hypotensive_threshold": float("nan")},
+        {"sparse_hypotensive_threshold": 0.0},
+        {"sparse_hypotensive_threshold": 1.2},
     ],
 )
 def test_bad_policy_is_refused(kwargs: dict[str, float]) -> None:
@@ -213,6 +215,7 @@ def test_policy_round_trips_through_json() -> None:
         AlertPolicy(threshold=0.31, confirm_k=1, confirm_n=2, trigger=Trigger.RULES),
         AlertPolicy(threshold=0.45, crisis_confirm_risk=0.8, resolve_minutes=1440.0, dense_threshold=0.55),
         AlertPolicy(threshold=0.5, dense_threshold=0.6, hypotensive_threshold=0.3),
+        AlertPolicy(threshold=0.5, hypotensive_threshold=0.4, sparse_hypotensive_threshold=0.2),
     ):
         assert AlertPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
 
@@ -220,10 +223,12 @@ def test_policy_round_trips_through_json() -> None:
 def test_a_policy_stored_before_crisis_confirm_risk_confirms_crises_at_its_threshold() -> None:
     stored = AlertPolicy(threshold=0.4).to_dict()
     del stored["crisis_confirm_risk"], stored["dense_threshold"], stored["hypotensive_threshold"]
+    del stored["sparse_hypotensive_threshold"]
     policy = AlertPolicy.from_dict(stored)
     assert policy.crisis_confirm_risk is None and policy.crisis_risk == 0.4
     assert policy.dense_threshold is None and policy.hit_threshold(15.0) == 0.4
     assert policy.hypotensive_threshold is None and policy.low_threshold(15.0) == 0.4
+    assert policy.sparse_hypotensive_threshold is None and policy.low_threshold(720.0) == 0.4
     _, events = run([NORMAL, (236.0, 108.0, 0.45)], policy=policy)
     assert statuses(events) == [(1, "hypertensive", "opened", "critical")]
 
@@ -427,6 +432,24 @@ def test_a_relative_drop_counts_from_the_hypotensive_threshold_only_with_the_pat
     assert events == []
     _, events = run([NORMAL, drop, drop], policy=LOW_THRESHOLD, usual=(100.0, 60.0))  # above this usual pressure
     assert events == []
+
+
+@pytest.mark.parametrize(("since", "opens"), [(None, True), (1.0, True), (720.0, True), (15.0, False), (60.0, False)])
+def test_the_sparse_hypotensive_threshold_applies_only_away_from_a_dense_cadence(
+    since: float | None, opens: bool
+) -> None:
+    """Home readings (a pair a minute apart, half a day after the last, or the first) count from the sparse
+    hypotensive threshold; an ambulatory monitor's readings 10-60 min apart keep the hypotensive threshold."""
+    policy = replace(LOW_THRESHOLD, sparse_hypotensive_threshold=0.2)
+    low = (84.0, 54.0, 0.25)  # under the hypotensive threshold 0.3, over the sparse one
+    _, events = run([NORMAL, low, low], policy=policy, since=since)
+    assert bool(events) is opens
+    if opens:
+        assert statuses(events) == [(2, "hypotensive", "opened", "high")]
+        assert "model risk >= 0.2" in events[0][1].reason
+    assert policy.low_threshold(since) == (0.2 if opens else 0.3)
+    _, events = run([NORMAL, (150.0, 95.0, 0.25), (150.0, 95.0, 0.25)], policy=policy, since=since)
+    assert events == []  # never for a hypertensive reading
 
 
 def test_hypotensive_rows_is_the_direction_of_mark() -> None:

@@ -190,6 +190,12 @@ def test_a_hypotensive_threshold_applies_to_hypotensive_readings_only() -> None:
     hits = hit_mask(data, rows, risk, low, gaps)
     assert np.flatnonzero(hits).tolist() == [8, 10, 11, 12]  # the crisis-range artefact, and the drop below 90/60
     assert [(a.kind, a.row) for a in run_alerts(data, rows, risk, low, gaps)[0]] == [(AlertKind.HYPOTENSIVE, 11)]
+    # The sparse hypotensive threshold leaves a 15-minute stream alone and applies where no gap is dense.
+    sparse = AlertPolicy.from_dict(low.to_dict() | {"sparse_hypotensive_threshold": 0.2})
+    faint = np.array([0.25 if row[2] else 0.01 for row in STREAM])
+    assert np.flatnonzero(hit_mask(data, rows, faint, sparse, gaps)).tolist() == [8]
+    unknown = np.full(len(STREAM), np.nan)
+    assert np.flatnonzero(hit_mask(data, rows, faint, sparse, unknown)).tolist() == [8, 10, 11, 12]
 
 
 def test_an_episode_inside_an_alert_opened_earlier_is_caught_by_an_open_alert() -> None:

@@ -243,25 +243,41 @@ def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run
     assert selection["feasible"] == bool(qualifying)
     if qualifying:
         # The first two stages: fewest false alerts (the crisis goal where affordable), the crisis agreement off.
-        off = {"crisis_agree_mmhg": 0.0, "crisis_rise_mmhg": 0.0, "hypotensive_threshold": None}
+        off = {
+            "crisis_agree_mmhg": 0.0,
+            "crisis_rise_mmhg": 0.0,
+            "hypotensive_threshold": None,
+            "sparse_hypotensive_threshold": None,
+        }
         before = next(c for c in candidates if c["policy"] == chosen["policy"] | off)
         pool = [c for c in qualifying if c["critical_and_quiet"]] or qualifying  # the crisis goal, where affordable
         fewest = min(
             c["false_alerts_per_patient_week"]
             for c in pool
-            if c["policy"]["crisis_agree_mmhg"] == 0 and c["policy"]["hypotensive_threshold"] is None
+            if c["policy"]["crisis_agree_mmhg"] == 0
+            and c["policy"]["hypotensive_threshold"] is None
+            and c["policy"]["sparse_hypotensive_threshold"] is None
         )
         assert before["false_alerts_per_patient_week"] == fewest
-        # The fourth stage lowers the threshold of hypotensive readings only, starting from the third's choice.
-        low = chosen["policy"]["hypotensive_threshold"]
-        start = chosen["policy"] | {"hypotensive_threshold": None}
+        # The fifth stage lowers the threshold of hypotensive readings away from a dense cadence, from the fourth's
+        # choice, which lowered the threshold of every hypotensive reading, from the third's choice.
+        sparse = chosen["policy"]["sparse_hypotensive_threshold"]
+        fourth_choice = next(
+            c for c in candidates if c["policy"] == chosen["policy"] | {"sparse_hypotensive_threshold": None}
+        )
+        low = fourth_choice["policy"]["hypotensive_threshold"]
+        start = fourth_choice["policy"] | {"hypotensive_threshold": None}
         third_choice = next(c for c in candidates if c["policy"] == start)
         if third_choice["policy"] != before["policy"]:  # the third stage: more crises critical at once
             assert third_choice["crisis_critical_at_first"] > before["crisis_critical_at_first"]
             for name, s in third_choice["by_schedule"].items():
                 allowed = before["by_schedule"][name]["false_alerts_per_patient_week"] + 0.01
                 assert s["false_alerts_per_patient_week"] <= allowed
-        fourth = [c for c in candidates if c["policy"]["hypotensive_threshold"] is not None]
+        fourth = [
+            c
+            for c in candidates
+            if c["policy"]["hypotensive_threshold"] is not None and c["policy"]["sparse_hypotensive_threshold"] is None
+        ]
         assert fourth and all(c["policy"] | {"hypotensive_threshold": None} == start for c in fourth)
         assert {c["policy"]["hypotensive_threshold"] for c in fourth} == {
             round(start["threshold"] - step, 2) for step in selection_module.HYPOTENSIVE_STEPS
@@ -272,9 +288,25 @@ def test_policy_follows_the_stated_rule_on_its_recorded_candidates(tiny_run: Run
         def hypotension(c: dict[str, Any]) -> float:
             return min(s["recall"]["acute_hypotension"] or 0.0 for s in c["by_schedule"].values())
 
-        assert hypotension(chosen) == max(hypotension(c) for c in [third_choice, *roomy])
+        assert hypotension(fourth_choice) == max(hypotension(c) for c in [third_choice, *roomy])
         if low is not None:
-            assert chosen in roomy and hypotension(chosen) > hypotension(third_choice)
+            assert fourth_choice in roomy and hypotension(fourth_choice) > hypotension(third_choice)
+        fifth = [c for c in candidates if c["policy"]["sparse_hypotensive_threshold"] is not None]
+        assert fifth and all(
+            c["policy"] | {"sparse_hypotensive_threshold": None} == fourth_choice["policy"] for c in fifth
+        )
+        below = fourth_choice["policy"]["threshold"] if low is None else low
+        assert {c["policy"]["sparse_hypotensive_threshold"] for c in fifth} == {
+            round(below - step, 2) for step in selection_module.SPARSE_HYPOTENSIVE_STEPS if below - step > 0
+        }
+        roomy = [c for c in fifth if c in pool and c["false_alerts_per_patient_week"] <= room]
+
+        def summed(c: dict[str, Any]) -> float:
+            return sum(s["recall"]["acute_hypotension"] or 0.0 for s in c["by_schedule"].values())
+
+        assert summed(chosen) == pytest.approx(max(summed(c) for c in [fourth_choice, *roomy]))
+        if sparse is not None:
+            assert chosen in roomy and summed(chosen) > summed(fourth_choice)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= 0.25]
         pool = quiet or candidates
