@@ -217,7 +217,9 @@ def goal_checks_for(summary: dict[str, Any], realistic: dict[str, Any] | None) -
 
 
 def goal_check(scenarios: dict[str, Any]) -> dict[str, Any]:
-    """The goal on both schedules (default mix), and the same checks on the shifted mix (reported separately)."""
+    """The goal on both schedules and both profile mixes (issue 13 measures it "on the held-out seeds and mixes"):
+    ``met`` only when every check of every scenario is met; ``default_mix_met`` says the same of the default mix
+    alone (the mix the model is trained on)."""
     out: dict[str, Any] = {}
     for schedule in Schedule:
         for mix in ("default", "shifted"):
@@ -226,7 +228,8 @@ def goal_check(scenarios: dict[str, Any]) -> dict[str, Any]:
             realistic = scenarios[realistic_name]["policies"]["model"] if realistic_name in scenarios else None
             checks = goal_checks_for(dense, realistic)
             out[f"{schedule.value}, {mix} mix"] = {"checks": checks, "met": all(c["met"] for c in checks)}
-    out["met"] = all(v["met"] for k, v in out.items() if k.endswith("default mix"))
+    out["default_mix_met"] = all(v["met"] for k, v in out.items() if k.endswith("default mix"))
+    out["met"] = all(v["met"] for k, v in out.items() if isinstance(v, dict))
     return out
 
 

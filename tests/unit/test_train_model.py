@@ -93,7 +93,7 @@ def test_run_writes_every_output(tiny_run: Run) -> None:
     assert "Not a medical device" in card
     assert tiny_run.sidecar["model_version"] in card
     verdict = "MET" if tiny_run.all_metrics["alerts"]["goal"]["met"] else "NOT met"
-    assert f"held-out seeds): {verdict}." in card  # the card's verdict is the computed one
+    assert f"shifted profile mix, held-out seeds): {verdict}." in card  # the card's verdict is the computed one
 
 
 def test_same_seed_same_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Run) -> None:
@@ -319,7 +319,7 @@ def test_goal_check_is_computed_from_the_held_out_numbers(tiny_run: Run) -> None
     alerts = tiny_run.all_metrics["alerts"]
     goal = alerts["goal"]
     for where, block in goal.items():
-        if where == "met":
+        if not isinstance(block, dict):
             continue
         model = alerts["scenarios"][f"{where}, dense prevalence"]["policies"]["model"]
         by_name = {c["check"]: c for c in block["checks"]}
@@ -329,7 +329,14 @@ def test_goal_check_is_computed_from_the_held_out_numbers(tiny_run: Run) -> None
         fa = model["false_alerts_per_patient_week"]["value"]
         assert by_name["false alert episodes per patient-week"]["met"] == (fa is not None and fa <= 0.25)
         assert block["met"] == all(c["met"] for c in block["checks"])
-    assert goal["met"] == (goal["ambulatory, default mix"]["met"] and goal["home, default mix"]["met"])
+    assert goal["default_mix_met"] == (goal["ambulatory, default mix"]["met"] and goal["home, default mix"]["met"])
+    assert set(goal) == {f"{s}, {m} mix" for s in ("ambulatory", "home") for m in ("default", "shifted")} | {
+        "met",
+        "default_mix_met",
+    }
+    assert goal["met"] == (
+        goal["default_mix_met"] and goal["ambulatory, shifted mix"]["met"] and goal["home, shifted mix"]["met"]
+    )
     for scenario in alerts["scenarios"].values():  # every number has its interval, baselines beside the model
         assert set(scenario["policies"]) <= {"model", "rules_every_anomaly", "rules_confirmed"}
         assert "model" in scenario["policies"]
@@ -553,3 +560,16 @@ def test_the_crisis_stage_takes_more_crises_critical_at_once_for_at_most_the_all
     loud = _crisis_candidate(0.0, 0.0, 0.255, 0.60)  # a choice beyond the false-alert goal already
     over = _crisis_candidate(25.0, 25.0, 0.26, 0.90)  # within the allowance of it, but beyond the goal
     assert selection_module._crisis_stage(loud, [over], eligible) is loud
+
+
+def test_goal_is_met_only_when_the_shifted_mix_meets_it_too() -> None:
+    def block(met: bool) -> dict[str, object]:
+        return {"checks": [{"check": "recall acute_hypotension", "met": met}], "met": met}
+
+    scenarios = {f"{s}, {m} mix": block(m == "default") for s in ("ambulatory", "home") for m in ("default", "shifted")}
+    goal = {**scenarios, "default_mix_met": True, "met": False}
+    line = card.goal_summary({"goal": goal, "plan": {"held_out": True, "seeds": [2042, 2043, 2044]}})
+    assert line.startswith("Goal (issue 13, both schedules, default and shifted profile mix, held-out seeds): NOT met.")
+    assert "On the default mix alone (the one trained on) every check is met." in line
+    assert "ambulatory, shifted mix: recall acute_hypotension" in line
+    assert "default mix: recall" not in line
