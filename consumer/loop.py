@@ -158,6 +158,7 @@ def consume(
             if not records and not unreadable:
                 if not settle():
                     continue
+                processor.idle()
                 assigned = bool(consumer.assignment())
                 if unassigned.check(assigned, rejoin or _cannot_rejoin):
                     metrics.retries.labels("kafka").inc()

@@ -157,6 +157,11 @@ class BatchProcessor:
         if self.state is not None:
             self.state.discard_later()
 
+    def idle(self) -> None:
+        """The loop found nothing to read and nothing in flight: let the state bring its changelog up to date."""
+        if self.state is not None:
+            self.state.idle()
+
     def checkpoint(self, batch: Batch) -> None:
         """Every sink acknowledged ``batch``: persist the state it reflects, before its offsets are committed."""
         if self.state is not None:

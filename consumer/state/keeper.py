@@ -114,6 +114,19 @@ class StateKeeper:
         finally:
             self.seconds += time.perf_counter() - started
 
+    def idle(self) -> None:
+        """Nothing to read: bring the changelog up to date when it is due (best effort; the next batch or the
+        exit tries again), so a partition moved later is restored from a recent marker."""
+        if self.changelog is None or not self._changelog_ready or self._closed:
+            return
+        started = time.perf_counter()
+        try:
+            self.store.flush_if_due(self.changelog)
+        except StateError as exc:
+            log.warning("changelog not flushed while idle (tried again later): %s", exc)
+        finally:
+            self.seconds += time.perf_counter() - started
+
     # ------------------------------------------------------------------------------------ rebalancing
     def on_revoked(self, revoked: Collection[KafkaPartition]) -> None:
         """The listener's call (inside poll, before the group moves the partitions)."""

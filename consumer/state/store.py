@@ -203,6 +203,16 @@ class StateStore:
             for key, entry in entries.items():
                 self._remember((partition, key), entry)
 
+    def flush_if_due(self, changelog: Changelog) -> bool:
+        """While idle: when the changelog is due and no batch is pending, send what it lacks of the partitions
+        whose position moved since their last marker (a consumer that went idle right after a batch would
+        otherwise leave its changelog behind until the next batch). True when something was sent."""
+        if self._pending or not self._unflushed or time.monotonic() < self._next_flush:
+            return False
+        self.flush_changelog(changelog, set(self._unflushed))
+        self._next_flush = time.monotonic() + self.changelog_interval_s
+        return True
+
     def flush_changelog(self, changelog: Changelog, partitions: Iterable[int] | None = None) -> None:
         """Send the changes not yet in the changelog (all partitions, or these) with a marker at the durable
         position; e.g. before giving partitions up, so their next owner has less to re-process."""

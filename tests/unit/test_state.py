@@ -473,3 +473,31 @@ def test_only_owned_partitions_reach_the_changelog(tmp_path: Path) -> None:
     store.flush_changelog(changelog)
     assert set(log.partitions) == {0}
     assert store.database.unlogged(1)  # kept for when partition 1 comes back
+
+
+def test_an_idle_store_sends_its_changelog_once_due_and_nothing_is_pending(tmp_path: Path) -> None:
+    """A consumer that goes idle right after a batch must not leave the changelog behind until the next batch:
+    when the interval has passed and no batch is pending, ``flush_if_due`` sends the partitions whose position
+    moved, and the next owner restores from there."""
+    log = FakeLog()
+    changelog = Changelog(log, LOG_TOPIC, TOPIC)
+    store = store_at(tmp_path / "a.sqlite")
+    store.changelog_interval_s = 60.0
+    for partition in (0, 1):
+        changes = store.begin()
+        store.view(partition).put("p", Entry(b"v", 1.0))
+        store.persist(changes, {partition: 5}, changelog, flush=False)
+    store._next_flush = float("inf")
+    assert not store.flush_if_due(changelog)  # not due yet
+    store._next_flush = 0.0
+    in_flight = store.begin()
+    assert not store.flush_if_due(changelog)  # a batch is pending: its persist flushes
+    assert not log.partitions
+    store.discard(in_flight)
+    assert store.flush_if_due(changelog)
+    assert set(log.partitions) == {0, 1}
+    assert store._next_flush > 0.0
+    store._next_flush = 0.0
+    assert not store.flush_if_due(changelog)  # nothing moved since
+    _, position = restored(log, tmp_path / "b.sqlite")
+    assert position is not None and position.next_offset == 5
