@@ -101,17 +101,17 @@ def hit_mask(
     previous reading of ``rows[i]``, from :func:`gaps_from_features`; ``contexts``: :func:`bp.alerts.context_columns`
     of the rows, None without the patient's history)."""
     if policy.trigger is Trigger.MODEL:
+        # AlertPolicy.hit_threshold and low_threshold, vectorised (same precedence).
         threshold = np.full(rows.size, policy.threshold)
+        dense = (gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES)  # bp.alerts.is_dense; NaN: never dense
         if policy.dense_threshold is not None:
-            dense = (gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES)  # NaN: never dense
             threshold[dense] = policy.dense_threshold
         if policy.hypotensive_threshold is not None or policy.sparse_hypotensive_threshold is not None:
             low = hypotensive_rows(data.systolic[rows], data.diastolic[rows], contexts, policy)
             if policy.hypotensive_threshold is not None:
                 threshold[low] = policy.hypotensive_threshold
             if policy.sparse_hypotensive_threshold is not None:
-                sparse = ~((gaps > DENSE_AFTER_MINUTES) & (gaps <= DENSE_WITHIN_MINUTES))  # NaN: not dense
-                threshold[low & sparse] = policy.sparse_hypotensive_threshold
+                threshold[low & ~dense] = policy.sparse_hypotensive_threshold
         return data.crisis[rows] | (risk >= threshold)
     return data.rule[rows].copy()
 

@@ -213,6 +213,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     def eligible(c: dict[str, Any]) -> bool:
         return bool(c["qualifies"] and (c["critical_and_quiet"] or not strict))
 
+    def roomy(stage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The hypotensive stages' pool: eligible and FALSE_ALERTS_MARGIN within the false-alert goal."""
+        return [
+            c
+            for c in stage
+            if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
+        ]
+
     if qualifying:
         best = min(filter(eligible, qualifying), key=_preference)
         first = AlertPolicy.from_dict(best["policy"])
@@ -238,12 +246,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             if third.threshold - step > 0.0
         ]
         candidates += low
-        roomy = [
-            c
-            for c in low
-            if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
-        ]
-        best = min([best, *roomy], key=_hypotension_preference)
+        best = min([best, *roomy(low)], key=_hypotension_preference)
         fourth = AlertPolicy.from_dict(best["policy"])
         low_threshold = fourth.threshold if fourth.hypotensive_threshold is None else fourth.hypotensive_threshold
         sparse = [
@@ -252,12 +255,7 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             if low_threshold - step > 0.0
         ]
         candidates += sparse
-        roomy = [
-            c
-            for c in sparse
-            if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
-        ]
-        best = min([best, *roomy], key=_sparse_hypotension_preference)
+        best = min([best, *roomy(sparse)], key=_sparse_hypotension_preference)
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
