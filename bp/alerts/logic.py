@@ -207,9 +207,8 @@ def step(
                 events.append(_event(updated, reading, AlertStatus.ESCALATED))
             still_open.append(updated)
             continue
-        quiet = alert.quiet + 1
-        updated = replace(alert, readings=alert.readings + 1, quiet=quiet)
-        if quiet >= policy.resolve_readings and now.t - alert.last_hit_at >= policy.resolve_minutes * 60.0:
+        updated = alert.after_quiet_reading()
+        if updated.quiet >= policy.resolve_readings and now.t - alert.last_hit_at >= policy.resolve_minutes * 60.0:
             events.append(_event(updated, reading, AlertStatus.RESOLVED))
         else:
             still_open.append(updated)

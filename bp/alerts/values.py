@@ -96,6 +96,25 @@ class OpenAlert:
     worst_diastolic: float
     reason: str = ""  # why it opened (and became critical), for people: see :func:`bp.alerts.describe`
 
+    def after_quiet_reading(self) -> OpenAlert:
+        """This alert after one more reading without a hit of its kind (what ``dataclasses.replace`` would give
+        with ``readings`` and ``quiet`` one higher; spelt out because it runs for every reading while an alert
+        is open, and ``replace`` costs several times a constructor call)."""
+        return OpenAlert(
+            alert_id=self.alert_id,
+            kind=self.kind,
+            severity=self.severity,
+            opened_at=self.opened_at,
+            opened_observation=self.opened_observation,
+            last_hit_at=self.last_hit_at,
+            hits=self.hits,
+            readings=self.readings + 1,
+            quiet=self.quiet + 1,
+            worst_systolic=self.worst_systolic,
+            worst_diastolic=self.worst_diastolic,
+            reason=self.reason,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AlertState:

@@ -22,6 +22,7 @@ from bp.alerts import (
     AlertState,
     AlertStatus,
     Context,
+    OpenAlert,
     PatientAlerts,
     Severity,
     Trigger,
@@ -708,3 +709,12 @@ def test_state_survives_serialisation_mid_stream_with_the_crisis_agreement(
         restored, new = step(restored, Reading("p1", T0 + i * STEP, s, d, f"p1-{i}"), risk, policy, 15.0, context)
         events += [(i, e) for e in new]
     assert before + events == whole
+
+
+def test_an_open_alert_after_a_quiet_reading_is_replace_with_one_more_reading_and_quiet() -> None:
+    alert = OpenAlert(
+        alert_id="p:hypertensive:o1", kind=AlertKind.HYPERTENSIVE, severity=Severity.CRITICAL, opened_at=1.0,
+        opened_observation="o1", last_hit_at=2.0, hits=3, readings=4, quiet=1, worst_systolic=190.0,
+        worst_diastolic=121.0, reason="why",
+    )  # fmt: skip
+    assert alert.after_quiet_reading() == replace(alert, readings=5, quiet=2)
