@@ -28,10 +28,11 @@ from ml.selection import FALSE_ALERTS_GOAL, MEDIAN_DELAY_GOAL, RECALL_GOALS, SHA
 log = logging.getLogger("ml.alert_evaluation")
 
 HOME_DAYS_FACTOR = 4  # home readings are ~25x sparser: simulate 4x longer for enough episodes
-HELD_OUT_OFFSET = 2000  # the held-out seeds are seed + 2000 + k by default: never a training seed (seed, seed + 1)
-# Seeds once held out (seed 42 + 1000 + k until 2026-12-02), then used for failure analysis: development seeds now.
-# Append to this when the held-out seeds rotate again; the card names them whenever they are not the ones evaluated.
-RETIRED_HELD_OUT_SEEDS: tuple[int, ...] = (1042, 1043, 1044)
+HELD_OUT_OFFSET = 3000  # the held-out seeds are seed + 3000 + k by default: never a training seed (seed, seed + 1)
+# Seeds once held out, then used for failure analysis: development seeds now (seed 42 + 1000 + k until the morning
+# of 2026-12-02, + 2000 + k until its evening: their failures chose what the next version worked on). Append to
+# this when the held-out seeds rotate again; the card names them whenever they are not the ones evaluated.
+RETIRED_HELD_OUT_SEEDS: tuple[int, ...] = (1042, 1043, 1044, 2042, 2043, 2044)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +213,14 @@ def goal_checks_for(summary: dict[str, Any], realistic: dict[str, Any] | None) -
     checks.append(
         _check("median detection delay (readings)", summary["median_delay_readings"], MEDIAN_DELAY_GOAL, at_least=False)
     )
-    checks.append(_check("crisis episodes alerted as critical", summary["crisis_alerted_critical"], 1.0, at_least=True))
+    checks.append(
+        _check(
+            "confirmed crisis-range episodes alerted as critical",
+            summary["confirmed_crisis_alerted_critical"],
+            1.0,
+            at_least=True,
+        )
+    )
     return checks
 
 

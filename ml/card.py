@@ -35,10 +35,14 @@ def _ci(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 
 def _seed_span(seeds: Sequence[int]) -> str:
-    """``1042-1044`` for consecutive seeds, else the list."""
-    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(map(str, seeds))
+    """Runs of consecutive seeds as spans: ``1042-1044, 2042-2044``; a lone seed as itself."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 def _environment() -> jinja2.Environment:
@@ -87,7 +91,7 @@ def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
             "yes" if c["qualifies"] else "no",
             _fmt(c["false_alerts_per_patient_week"]),
             f"{c['recall_slack']:+.3f}",
-            _fmt(c["crisis_alerted_critical"]),
+            _fmt(c.get("confirmed_crisis_alerted_critical", c["crisis_alerted_critical"])),
             _fmt(c.get("crisis_critical_at_first")),  # n/a: a selection from before the crisis stage
             _fmt(c["median_delay_readings"], 1),
         ]
@@ -99,7 +103,7 @@ def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
         "qualifies",
         "OOF false alerts /patient-week (worst schedule)",
         "smallest recall slack",
-        "crisis alerted critical (worst schedule)",
+        "confirmed crisis alerted critical (worst schedule)",
         "crisis critical at its first crisis-range reading (worst schedule)",
         "median delay (readings)",
     ]

@@ -48,7 +48,10 @@ DEFINITIONS = """\
   problem is still open: no new alert is raised for it, only an escalation if it reaches crisis range).
 - An episode with a measured crisis-range reading (> 180 or > 120 mmHg) is *alerted as critical* when a matching
   alert is critical at one of its readings (*at its first crisis-range reading* when already then: what an episode
-  whose later readings are missing, or whose only crisis-range reading that one is, gets).
+  whose later readings are missing, or whose only crisis-range reading that one is, gets). It is a *confirmed
+  crisis-range episode* when at least two of its measured readings are in crisis range: a single crisis-range
+  reading is re-measured to confirm it (AHA 2019), and one whose re-measurement or next reading is out of range
+  does not confirm a crisis by itself (the alert policy raises no critical alert on it without model risk).
 - *Artefact alerts*: alerts opened by a cuff-artefact reading.
 """
 KINDS = tuple(kind.value for kind in EpisodeKind)
@@ -176,6 +179,8 @@ class PatientOutcome:
     crisis_range_episodes: int = 0
     crisis_critical: int = 0
     crisis_critical_at_first: int = 0  # ... critical already at the episode's first crisis-range reading
+    confirmed_crisis_episodes: int = 0  # episodes with at least two crisis-range readings measured
+    confirmed_crisis_critical: int = 0
     delays_readings: list[float] = field(default_factory=list)
     delays_minutes: list[float] = field(default_factory=list)
     alerts: int = 0
@@ -209,8 +214,10 @@ def patient_outcomes(
                 continue  # never measured while significant (missed sessions): nothing could detect it
             first_sig = pos[int(significant[0])]
             o.episodes[kind] += 1
-            crisis_range = bool(data.crisis[members].any())
+            crisis_readings = int(data.crisis[members].sum())
+            crisis_range, confirmed = crisis_readings >= 1, crisis_readings >= 2
             o.crisis_range_episodes += crisis_range
+            o.confirmed_crisis_episodes += confirmed
             matching = [a for a in mine if a.kind is DIRECTION[kind]]
             live = [
                 a for a in matching if pos[a.row] <= last and (a.resolved_row is None or pos[a.resolved_row] >= first)
@@ -226,6 +233,7 @@ def patient_outcomes(
             o.delays_minutes.append(max(float(data.time[prow[opened]] - data.time[start_row]), 0.0) / 60.0)
             if crisis_range and any(a.critical_row is not None and pos[a.critical_row] <= last for a in live):
                 o.crisis_critical += 1
+                o.confirmed_crisis_critical += confirmed
                 first_crisis = pos[int(members[data.crisis[members]][0])]
                 o.crisis_critical_at_first += any(
                     a.critical_row is not None and pos[a.critical_row] <= first_crisis for a in live
@@ -264,6 +272,9 @@ def summarise(outcomes: Sequence[PatientOutcome], seed: int = 0, resamples: int 
         "recall": {k: stat(col(lambda o, k=k: o.caught[k]), col(lambda o, k=k: o.episodes[k])) for k in KINDS},
         "caught_by_open_alert": stat(col(lambda o: o.caught_open), col(lambda o: sum(o.caught.values()))),
         "crisis_alerted_critical": stat(col(lambda o: o.crisis_critical), col(lambda o: o.crisis_range_episodes)),
+        "confirmed_crisis_alerted_critical": stat(
+            col(lambda o: o.confirmed_crisis_critical), col(lambda o: o.confirmed_crisis_episodes)
+        ),
         "crisis_critical_at_first": stat(
             col(lambda o: o.crisis_critical_at_first), col(lambda o: o.crisis_range_episodes)
         ),

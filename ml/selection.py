@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -42,15 +44,21 @@ MEDIAN_DELAY_GOAL = 2.0  # readings
 RECALL_MARGIN = 0.005  # asked of the out-of-fold recall on top of the goal (absorbs sampling variation)
 THRESHOLDS = (0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 CONFIRMATIONS = ((1, 1), (2, 2), (2, 3))
-RESOLVE_MINUTES = (60.0, 1440.0)  # an hour, or a day, without a hit before an alert resolves
+# An hour, a day or two days without a hit before an alert resolves. Longer is quieter (a flare a day after the last
+# one is the same problem); the grid stops at two days, about as long as a clinician's review of an open alert waits.
+RESOLVE_MINUTES = (60.0, 1440.0, 2880.0)
 CRISIS_CONFIRM_RISKS = (None, 0.9)  # None: the threshold; without confirmation (1 of 1) it makes no difference
 DENSE_STEPS = (0.05, 0.1, 0.15, 0.2)  # second stage: dense_threshold = the chosen threshold + each
 HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2)  # fourth stage: hypotensive_threshold = the chosen threshold - each
 # fifth stage: sparse_hypotensive_threshold = the fourth stage's hypotensive threshold (else its threshold) - each
 SPARSE_HYPOTENSIVE_STEPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+# sixth stage: dense_threshold = the fifth stage's dense threshold (else its threshold) + each, hypertensive only
+DENSE_HYPERTENSIVE_STEPS = DENSE_STEPS
+RECALL_COST_ALLOWANCE = 0.01  # episode recall (any goal, any schedule) the sixth stage may give up for quiet
 FALSE_ALERTS_MARGIN = 0.03  # the fourth stage keeps this much of the false-alert goal free out of fold
 REMEASURE_AGREE_MMHG = (0.0, 10.0, 15.0)  # 0: off; a home pair's re-measurement confirms a hit it agrees with
-CRITICAL_GOAL = 1.0  # share of crisis-range episodes alerted as critical
+MAX_WORKERS = 4  # processes that run the candidates (at most the machine's cores)
+CRITICAL_GOAL = 1.0  # share of confirmed crisis-range episodes alerted as critical (ml.episodes.DEFINITIONS)
 # Third stage: a crisis-range reading whose previous reading agrees within crisis_agree_mmhg and that is at least
 # crisis_rise_mmhg above the patient's usual pressure confirms itself. Every agreement stays >= 15 mmHg below the
 # smallest cuff-artefact jump (+40 mmHg systolic, bp.physiology), so an artefact never agrees with the reading before.
@@ -68,7 +76,8 @@ POLICY_RULE = (
     "(1 of 1 confirms every hit, so only with the threshold and without re-measurement) "
     "is run through bp.alerts on each schedule; among "
     f"those whose episode recall reaches every goal + {RECALL_MARGIN} on every schedule and whose median "
-    f"detection delay is <= {MEDIAN_DELAY_GOAL:g} readings (and, if any of those alerts every crisis-range episode "
+    f"detection delay is <= {MEDIAN_DELAY_GOAL:g} readings (and, if any of those alerts every confirmed crisis-range "
+    "episode "
     f"as critical, share >= {CRITICAL_GOAL:g}, on every schedule within the false-alert goal, among those only), "
     "the one with the fewest false alert episodes per "
     "patient-week on its worst schedule (ties: the fewest summed over the schedules, then the higher threshold, "
@@ -101,7 +110,14 @@ POLICY_RULE = (
     f"its hypotensive threshold (else its threshold) - {', - '.join(f'{d:g}' for d in SPARSE_HYPOTENSIVE_STEPS)} "
     "and keeps, among those that still qualify and stay within the same false-alert margin on every schedule, the "
     "one with the highest acute-hypotension recall summed over the schedules (ties: the fewest false alerts, then "
-    "the higher threshold, none first)"
+    "the higher threshold, none first). When the choice has a hypotensive threshold (so that a dense threshold "
+    "no longer applies to hypotensive readings), a sixth stage runs it with a dense threshold of its dense "
+    f"threshold (else its threshold) + {', + '.join(f'{d:g}' for d in DENSE_HYPERTENSIVE_STEPS)} and keeps, among "
+    "those that still qualify and keep every episode recall on every schedule within "
+    f"{RECALL_COST_ALLOWANCE:g} of the choice's, the one with the fewest false alerts by the first rule (ties: "
+    "the lower dense threshold). The second stage ran before the hypotensive thresholds existed, when a higher "
+    "dense threshold also missed drops; the sixth asks the question again for hypertensive readings alone, at a "
+    "bounded cost in recall"
 )
 
 
@@ -158,22 +174,36 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
     gaps = {name: gaps_from_features(data.x[srows]) for name, srows in by_schedule.items()}
     done: dict[tuple[str, str], dict[str, Any]] = {}
 
+    def key_of(name: str, policy: AlertPolicy) -> tuple[str, str]:
+        effective = policy
+        if not (gaps[name] <= policy.remeasure_minutes).any():
+            effective = replace(policy, remeasure_agree_mmhg=0.0)
+        return name, json.dumps(effective.to_dict(), sort_keys=True)
+
+    def run(key: tuple[str, str]) -> dict[str, Any]:
+        name, policy = key[0], AlertPolicy.from_dict(json.loads(key[1]))
+        srows = by_schedule[name]
+        alerts = run_alerts(data, srows, schedule_risk[name], policy, gaps[name])
+        return summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
+
     def evaluate(policy: AlertPolicy) -> dict[str, Any]:
         per: dict[str, dict[str, Any]] = {}
-        for name, srows in by_schedule.items():
-            effective = policy
-            if not (gaps[name] <= policy.remeasure_minutes).any():
-                effective = replace(policy, remeasure_agree_mmhg=0.0)
-            key = (name, json.dumps(effective.to_dict(), sort_keys=True))
+        for name in by_schedule:
+            key = key_of(name, policy)
             if key not in done:
-                alerts = run_alerts(data, srows, schedule_risk[name], effective, gaps[name])
-                done[key] = summarise(patient_outcomes(data, srows, alerts, _weeks(data, srows)), resamples=0)
+                done[key] = run(key)
             per[name] = done[key]
         slack = min(
             (s["recall"][kind]["value"] or 0.0) - goal for s in per.values() for kind, goal in RECALL_GOALS.items()
         )
         critical = min(
             1.0 if s["crisis_alerted_critical"]["value"] is None else s["crisis_alerted_critical"]["value"]
+            for s in per.values()
+        )
+        confirmed = min(
+            1.0
+            if s["confirmed_crisis_alerted_critical"]["value"] is None
+            else s["confirmed_crisis_alerted_critical"]["value"]
             for s in per.values()
         )
         at_first = min(
@@ -186,16 +216,18 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             "policy": policy.to_dict(),
             "recall_slack": slack,
             "crisis_alerted_critical": critical,
+            "confirmed_crisis_alerted_critical": confirmed,
             "crisis_critical_at_first": at_first,
             "median_delay_readings": delay,
             "false_alerts_per_patient_week": false,
             "false_alerts_summed": sum(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values()),
             "qualifies": slack >= RECALL_MARGIN and delay <= MEDIAN_DELAY_GOAL,
-            "critical_and_quiet": critical >= CRITICAL_GOAL and false <= FALSE_ALERTS_GOAL,
+            "critical_and_quiet": confirmed >= CRITICAL_GOAL and false <= FALSE_ALERTS_GOAL,
             "by_schedule": {
                 name: {
                     "recall": {kind: s["recall"][kind]["value"] for kind in RECALL_GOALS},
                     "crisis_alerted_critical": s["crisis_alerted_critical"]["value"],
+                    "confirmed_crisis_alerted_critical": s["confirmed_crisis_alerted_critical"]["value"],
                     "crisis_critical_at_first": s["crisis_critical_at_first"]["value"],
                     "false_alerts_per_patient_week": s["false_alerts_per_patient_week"]["value"],
                     "alerts_per_patient_week": s["alerts_per_patient_week"]["value"],
@@ -205,7 +237,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             },
         }
 
-    candidates = [evaluate(policy) for policy in grid]
+    def evaluate_all(policies: Sequence[AlertPolicy]) -> list[dict[str, Any]]:
+        """:func:`evaluate` of each, the runs not done yet spread over the cores first."""
+        keys = (key_of(name, policy) for policy in policies for name in by_schedule)
+        pending = [key for key in dict.fromkeys(keys) if key not in done]
+        done.update(zip(pending, _in_parallel(run, pending), strict=True))
+        return [evaluate(policy) for policy in policies]
+
+    candidates = evaluate_all(grid)
     qualifying = [c for c in candidates if c["qualifies"]]
     # The crisis goal narrows the choice only where it costs no more than the false-alert goal allows.
     strict = any(c["critical_and_quiet"] for c in qualifying)
@@ -221,41 +260,69 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
             if eligible(c) and c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL - FALSE_ALERTS_MARGIN
         ]
 
+    stages: list[dict[str, Any]] = []  # the choice after each stage (feasible runs only)
     if qualifying:
         best = min(filter(eligible, qualifying), key=_preference)
+        stages.append(best["policy"])
         first = AlertPolicy.from_dict(best["policy"])
-        dense = [
-            evaluate(replace(first, dense_threshold=round(first.threshold + step, 2)))
-            for step in DENSE_STEPS
-            if first.threshold + step <= 1.0
-        ]
+        dense = evaluate_all(
+            [
+                replace(first, dense_threshold=round(first.threshold + step, 2))
+                for step in DENSE_STEPS
+                if first.threshold + step <= 1.0
+            ]
+        )
         candidates += dense
         best = min([best, *filter(eligible, dense)], key=_preference)
+        stages.append(best["policy"])
         chosen = AlertPolicy.from_dict(best["policy"])
-        crisis = [
-            evaluate(replace(chosen, crisis_agree_mmhg=agree, crisis_rise_mmhg=rise))
-            for agree in CRISIS_AGREE_MMHG
-            for rise in CRISIS_RISE_MMHG
-        ]
+        crisis = evaluate_all(
+            [
+                replace(chosen, crisis_agree_mmhg=agree, crisis_rise_mmhg=rise)
+                for agree in CRISIS_AGREE_MMHG
+                for rise in CRISIS_RISE_MMHG
+            ]
+        )
         candidates += crisis
         best = _crisis_stage(best, crisis, eligible)
+        stages.append(best["policy"])
         third = AlertPolicy.from_dict(best["policy"])
-        low = [
-            evaluate(replace(third, hypotensive_threshold=round(third.threshold - step, 2)))
-            for step in HYPOTENSIVE_STEPS
-            if third.threshold - step > 0.0
-        ]
+        low = evaluate_all(
+            [
+                replace(third, hypotensive_threshold=round(third.threshold - step, 2))
+                for step in HYPOTENSIVE_STEPS
+                if third.threshold - step > 0.0
+            ]
+        )
         candidates += low
         best = min([best, *roomy(low)], key=_hypotension_preference)
+        stages.append(best["policy"])
         fourth = AlertPolicy.from_dict(best["policy"])
         low_threshold = fourth.threshold if fourth.hypotensive_threshold is None else fourth.hypotensive_threshold
-        sparse = [
-            evaluate(replace(fourth, sparse_hypotensive_threshold=round(low_threshold - step, 2)))
-            for step in SPARSE_HYPOTENSIVE_STEPS
-            if low_threshold - step > 0.0
-        ]
+        sparse = evaluate_all(
+            [
+                replace(fourth, sparse_hypotensive_threshold=round(low_threshold - step, 2))
+                for step in SPARSE_HYPOTENSIVE_STEPS
+                if low_threshold - step > 0.0
+            ]
+        )
         candidates += sparse
         best = min([best, *roomy(sparse)], key=_sparse_hypotension_preference)
+        stages.append(best["policy"])
+        fifth = AlertPolicy.from_dict(best["policy"])
+        if fifth.hypotensive_threshold is not None:
+            high = fifth.threshold if fifth.dense_threshold is None else fifth.dense_threshold
+            dense_high = evaluate_all(
+                [
+                    replace(fifth, dense_threshold=round(high + step, 2))
+                    for step in DENSE_HYPERTENSIVE_STEPS
+                    if high + step <= 1.0
+                ]
+            )
+            candidates += dense_high
+            kept = [c for c in dense_high if eligible(c) and _recall_kept(c, best, RECALL_COST_ALLOWANCE)]
+            best = min([best, *kept], key=_preference)
+        stages.append(best["policy"])
     else:
         quiet = [c for c in candidates if c["false_alerts_per_patient_week"] <= FALSE_ALERTS_GOAL]
         if quiet:
@@ -263,7 +330,36 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         else:
             best = min(candidates, key=lambda c: c["false_alerts_per_patient_week"])
         log.warning("no alert policy meets the recall goals out of fold; using the rule's fallback")
-    return {"rule": POLICY_RULE, "feasible": bool(qualifying), "chosen": best, "candidates": candidates}
+    return {
+        "rule": POLICY_RULE,
+        "feasible": bool(qualifying),
+        "chosen": best,
+        "stages": stages,
+        "candidates": candidates,
+    }
+
+
+_WORK: list[Callable[[Any], Any]] = []  # the function _in_parallel's forked workers run (inherited, not pickled)
+
+
+def _call(item: Any) -> Any:
+    return _WORK[0](item)
+
+
+def _in_parallel(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[function(i) for i in items]``, spread over the machine's cores by forked workers, which inherit the data
+    the function closes over instead of receiving a copy (only each item and its result are pickled). The runs are
+    independent and deterministic, so the result is the same as in one process; without ``fork`` (or with one
+    core) it is that loop."""
+    workers = min(os.cpu_count() or 1, MAX_WORKERS, len(items))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [function(i) for i in items]
+    _WORK[:] = [function]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_call, items, chunksize=1)
+    finally:
+        _WORK.clear()
 
 
 def _crisis_stage(
@@ -294,6 +390,15 @@ def _crisis_stage(
         ),
     )
     return top if top["crisis_critical_at_first"] > best["crisis_critical_at_first"] else best
+
+
+def _recall_kept(candidate: dict[str, Any], best: dict[str, Any], allowance: float) -> bool:
+    """Every episode recall of ``candidate``, on every schedule, is at most ``allowance`` below ``best``'s."""
+    return all(
+        (s["recall"][kind] or 0.0) >= (best["by_schedule"][name]["recall"][kind] or 0.0) - allowance - 1e-9
+        for name, s in candidate["by_schedule"].items()
+        for kind in RECALL_GOALS
+    )
 
 
 def _preference(candidate: dict[str, Any]) -> tuple[float, float, float, float, float, float]:

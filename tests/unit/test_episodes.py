@@ -227,3 +227,23 @@ def test_a_crisis_episode_is_critical_at_its_first_crisis_range_reading_only_whe
         (o,) = patient_outcomes(data, np.arange(len(rows)), alerts, weeks=1.0)
         assert (o.crisis_range_episodes, o.crisis_critical, o.crisis_critical_at_first) == (1, 1, at_first)
         assert summarise([o], resamples=10)["crisis_critical_at_first"]["value"] == at_first
+
+
+def test_only_an_episode_with_two_crisis_range_readings_is_a_confirmed_crisis_range_episode() -> None:
+    rise = "sharp_rise"
+    lone = [NORMAL, (150.0, 95.0, rise, "e1", True, False), (183.0, 96.0, rise, "e1", True, False)]
+    lone += [(166.0, 98.0, rise, "e1", True, False), NORMAL]  # the next reading does not confirm the crisis range
+    data = dataset(lone)
+    alerts = {0: [Opened(AlertKind.HYPERTENSIVE, 1, None, None)]}  # caught, never critical
+    (o,) = patient_outcomes(data, np.arange(len(lone)), alerts, weeks=1.0)
+    assert (o.crisis_range_episodes, o.crisis_critical) == (1, 0)
+    assert (o.confirmed_crisis_episodes, o.confirmed_crisis_critical) == (0, 0)
+    summary = summarise([o], resamples=10)
+    assert summary["crisis_alerted_critical"]["value"] == 0.0
+    assert summary["confirmed_crisis_alerted_critical"]["value"] is None  # no confirmed crisis-range episode
+    twice = [*lone[:3], (188.0, 99.0, rise, "e1", True, False), NORMAL]
+    data = dataset(twice)
+    for critical_row, confirmed_critical in ((None, 0), (3, 1)):
+        alerts = {0: [Opened(AlertKind.HYPERTENSIVE, 1, critical_row, None)]}
+        (o,) = patient_outcomes(data, np.arange(len(twice)), alerts, weeks=1.0)
+        assert (o.confirmed_crisis_episodes, o.confirmed_crisis_critical) == (1, confirmed_critical)
