@@ -42,10 +42,11 @@ def opening_reason(
     (``agreeing``: the previous reading, when its agreement confirmed a lone crisis-range reading;
     ``minutes_since_previous``: the opening reading's, which says its hypotensive threshold)."""
     values = ", ".join(mmhg(m) for m in confirming if not math.isnan(m.systolic)) or mmhg(now)
-    threshold = policy.threshold
-    hypotensive = (policy.hypotensive_threshold, policy.sparse_hypotensive_threshold)
-    if now.kind is AlertKind.HYPOTENSIVE and any(t is not None for t in hypotensive):
+    # The opening reading's own threshold: its cadence's (dense_threshold at a dense one), or its hypotensive one.
+    if now.kind is AlertKind.HYPOTENSIVE:
         threshold = policy.low_threshold(minutes_since_previous)
+    else:
+        threshold = policy.hit_threshold(minutes_since_previous)
     flagged = f"model risk >= {threshold:g}" if policy.trigger is Trigger.MODEL else "beyond the seed rules"
     crisis = f"crisis range (> {CRISIS_SYSTOLIC_ABOVE:g}/{CRISIS_DIASTOLIC_ABOVE:g} mmHg)"
     if agreeing is not None:

@@ -201,6 +201,9 @@ def test_a_dense_cadence_asks_for_the_dense_threshold(since: float | None, opens
     assert bool(events) is opens
     _, events = run([NORMAL, (150.0, 95.0, 0.7), (150.0, 95.0, 0.7)], policy=policy, since=since)
     assert statuses(events) == [(2, "hypertensive", "opened", "high")]  # at dense_threshold it is a hit anyway
+    dense = since is not None and 10.0 < since <= 60.0
+    expected = "model risk >= 0.7" if dense else "model risk >= 0.5"  # the opening reading's own threshold
+    assert expected in events[0][1].reason, events[0][1].reason
 
 
 def test_a_crisis_range_reading_below_the_dense_threshold_is_weak_at_a_dense_cadence() -> None:
