@@ -91,7 +91,7 @@ def candidate_table(selection: Mapping[str, Any]) -> dict[str, Any]:
             "yes" if c["qualifies"] else "no",
             _fmt(c["false_alerts_per_patient_week"]),
             f"{c['recall_slack']:+.3f}",
-            _fmt(c.get("confirmed_crisis_alerted_critical", c["crisis_alerted_critical"])),
+            _fmt(c.get("confirmed_crisis_alerted_critical")),  # n/a: a selection from before the confirmed share
             _fmt(c.get("crisis_critical_at_first")),  # n/a: a selection from before the crisis stage
             _fmt(c["median_delay_readings"], 1),
         ]

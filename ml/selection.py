@@ -196,20 +196,14 @@ def choose_policy(data: Dataset, rows: IntArray, risk: FloatArray) -> dict[str, 
         slack = min(
             (s["recall"][kind]["value"] or 0.0) - goal for s in per.values() for kind, goal in RECALL_GOALS.items()
         )
-        critical = min(
-            1.0 if s["crisis_alerted_critical"]["value"] is None else s["crisis_alerted_critical"]["value"]
-            for s in per.values()
-        )
-        confirmed = min(
-            1.0
-            if s["confirmed_crisis_alerted_critical"]["value"] is None
-            else s["confirmed_crisis_alerted_critical"]["value"]
-            for s in per.values()
-        )
-        at_first = min(
-            1.0 if s["crisis_critical_at_first"]["value"] is None else s["crisis_critical_at_first"]["value"]
-            for s in per.values()
-        )
+
+        def worst_share(metric: str) -> float:
+            """The smallest share over the schedules (a schedule without such episodes counts as 1)."""
+            return min(1.0 if s[metric]["value"] is None else s[metric]["value"] for s in per.values())
+
+        critical = worst_share("crisis_alerted_critical")
+        confirmed = worst_share("confirmed_crisis_alerted_critical")
+        at_first = worst_share("crisis_critical_at_first")
         delay = max(s["median_delay_readings"]["value"] or 0.0 for s in per.values())
         false = max(s["false_alerts_per_patient_week"]["value"] or 0.0 for s in per.values())
         return {
